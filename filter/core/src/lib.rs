@@ -1,0 +1,3 @@
+//! meshgate policy core.
+pub mod apikey;
+mod hex;

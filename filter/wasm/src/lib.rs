@@ -1,0 +1,1 @@
+//! meshgate proxy-wasm filter.

@@ -1,0 +1,11 @@
+//! # meshgate-wire
+//!
+//! Serde types exchanged by the meshgate control plane and the filter. No
+//! I/O and no validation beyond shape: the filter's core compiles these into
+//! checked forms, and the control plane produces them.
+//!
+//! * [`config`] — the plugin configuration JSON Envoy hands the filter.
+
+pub mod config;
+
+pub use config::PluginConfig;
