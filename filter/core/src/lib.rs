@@ -1,3 +1,40 @@
-//! meshgate policy core.
+//! # meshgate-core
+//!
+//! Every decision the meshgate filter makes, as pure functions of the
+//! request, the compiled configuration, the dynamic state and the current
+//! time. No proxy-wasm here: the wasm crate only feeds requests in and maps
+//! [`engine::Decision`]s to host actions, so everything below is tested
+//! natively.
+//!
+//! | module | what it decides |
+//! |---|---|
+//! | [`config`] | plugin JSON → validated [`config::CompiledConfig`], errors naming the field |
+//! | [`path`] | request-target normalization, ambiguous encodings refused |
+//! | [`route`] | first-match route table (host, path exact/prefix/template, methods) |
+//! | [`credential`] | which single credential a request carries |
+//! | [`jwk`], [`jwt`] | keys pinned to algorithms; JWT verification |
+//! | [`apikey`], [`keystore`] | the API key format; digest lookup of keys |
+//! | [`revocation`] | revoked tokens, sessions, subjects and keys (O(1)) |
+//! | [`policy`] | authorization: 401 vs 403, roles, scopes, apps, guests |
+//! | [`identity`] | identity headers: owned names, safe values, injection |
+//! | [`denial`] | status, `WWW-Authenticate` and problem+json per reason |
+//! | [`engine`] | the pipeline tying these together |
+
 pub mod apikey;
+pub mod config;
+pub mod credential;
+pub mod denial;
+pub mod engine;
 mod hex;
+pub mod identity;
+pub mod jwk;
+pub mod jwt;
+pub mod keystore;
+pub mod path;
+pub mod policy;
+pub mod revocation;
+pub mod route;
+
+pub use config::{CompiledConfig, ConfigError, compile};
+pub use denial::{Denial, LocalResponse, Reason};
+pub use engine::{Decision, Engine, Request};

@@ -311,7 +311,8 @@ pub enum FailureMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemDetails {
-    /// `type`, `title`, `status`, `detail`, `route` (default).
+    /// `type`, `title`, `status`, plus `route` and `required_scopes`
+    /// where they apply (default).
     #[default]
     Full,
     /// `type`, `title`, `status` only.
@@ -347,4 +348,9 @@ pub struct PathOptions {
     /// Largest `:path` accepted, in bytes. Default 8192.
     #[serde(default)]
     pub max_path_bytes: Option<usize>,
+    /// Accept `;` path parameters. Default false: `/public/..;/admin` is a
+    /// classic bypass against servers that strip parameters before
+    /// resolving dot segments, so `;` is refused with 400 unless enabled.
+    #[serde(default)]
+    pub allow_path_parameters: bool,
 }

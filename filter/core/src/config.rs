@@ -1,0 +1,217 @@
+//! Plugin configuration: parsed and validated once, into the compiled form
+//! the per-request path only looks things up in.
+//!
+//! Every error names the offending field (`routes[2].policy.roles_any[0]`)
+//! so the log line Envoy prints at `on_configure` says what to fix.
+
+use crate::identity::Headers;
+use crate::jwk::{self, Algorithm};
+use crate::jwt::{Issuer, KeyRing, VerifyKey};
+use crate::keystore::{KeyEntry, KeyKindTag, KeyStore};
+use crate::path::PathLimits;
+use crate::policy::CompiledPolicy;
+use crate::route::Route;
+use meshgate_wire::config::{FailureMode, IssuerConfig, KeyRecord, PluginConfig, ProblemDetails};
+use std::collections::HashSet;
+
+/// Largest configuration accepted, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+const DEFAULT_SKEW_SECS: u64 = 30;
+const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+const KNOWN_CLAIMS: [&str; 8] = ["sub", "jti", "iat", "nbf", "sid", "app_id", "roles", "scope"];
+
+/// A configuration problem, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid plugin configuration at `{field}`: {message}")]
+pub struct ConfigError {
+    /// Path of the offending field, e.g. `issuers[0].keys[1]`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// The configuration in the form the request path uses.
+#[derive(Debug, Clone)]
+pub struct CompiledConfig {
+    /// Route rules in order.
+    pub routes: Vec<Route>,
+    /// Policy when no rule matches.
+    pub default_policy: CompiledPolicy,
+    /// JWT issuers and keys.
+    pub keyring: KeyRing,
+    /// Static API/service/admin keys.
+    pub keys: KeyStore,
+    /// Header names.
+    pub headers: Headers,
+    /// Prefixes marking a bearer token as an API key.
+    pub api_key_prefixes: Vec<String>,
+    /// Remove key headers before forwarding.
+    pub hide_credentials: bool,
+    /// Behaviour when no decision can be made.
+    pub failure_mode: FailureMode,
+    /// Problem body verbosity.
+    pub problem_details: ProblemDetails,
+    /// `WWW-Authenticate` realm.
+    pub realm: String,
+    /// Headers added to every response.
+    pub security_headers: Vec<(String, String)>,
+    /// Path normalization limits.
+    pub path_limits: PathLimits,
+    /// Whether path matching ignores ASCII case.
+    pub case_insensitive: bool,
+}
+
+fn compile_issuer(cfg: &IssuerConfig, index: usize, ring: &mut KeyRing) -> Result<(), ConfigError> {
+    let field = format!("issuers[{index}]");
+    if cfg.issuer.is_empty() {
+        return Err(ConfigError::new(format!("{field}.issuer"), "must not be empty"));
+    }
+    if cfg.audiences.is_empty() || cfg.audiences.iter().any(String::is_empty) {
+        return Err(ConfigError::new(format!("{field}.audiences"), "needs at least one non-empty audience"));
+    }
+    if cfg.keys.is_empty() {
+        return Err(ConfigError::new(format!("{field}.keys"), "needs at least one key"));
+    }
+    let mut own_algs = Vec::new();
+    for (k, jwk) in cfg.keys.iter().enumerate() {
+        let kfield = format!("{field}.keys[{k}]");
+        let material = jwk::compile(jwk, &kfield)?;
+        own_algs.push(material.algorithm());
+        let kid = match &jwk.kid {
+            Some(kid) if !kid.is_empty() => kid.clone(),
+            _ => return Err(ConfigError::new(format!("{kfield}.kid"), "every key needs a kid")),
+        };
+        if ring.keys.insert(kid.clone(), VerifyKey { issuer: index, material }).is_some() {
+            return Err(ConfigError::new(format!("{kfield}.kid"), format!("kid '{kid}' is used twice")));
+        }
+    }
+    let algorithms = match &cfg.algorithms {
+        None => own_algs,
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                Algorithm::from_jose(name).ok_or_else(|| {
+                    ConfigError::new(format!("{field}.algorithms[{i}]"), "must be HS256, EdDSA, ES256 or RS256")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let required = cfg.required_claims.clone().unwrap_or_else(|| vec!["sub".to_owned()]);
+    if let Some(bad) = required.iter().find(|c| !KNOWN_CLAIMS.contains(&c.as_str()) && c.as_str() != "exp") {
+        return Err(ConfigError::new(format!("{field}.required_claims"), format!("unknown claim '{bad}'")));
+    }
+    let max_token_bytes = cfg.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+    if !(64..=65536).contains(&max_token_bytes) {
+        return Err(ConfigError::new(format!("{field}.max_token_bytes"), "must be between 64 and 65536"));
+    }
+    ring.max_token_bytes = ring.max_token_bytes.max(max_token_bytes);
+    ring.issuers.push(Issuer::new(
+        cfg.issuer.clone(),
+        cfg.audiences.iter().cloned().collect::<HashSet<_>>(),
+        algorithms,
+        cfg.clock_skew_secs.unwrap_or(DEFAULT_SKEW_SECS).min(3600),
+        max_token_bytes,
+        cfg.typ.clone(),
+        required,
+    ));
+    Ok(())
+}
+
+fn compile_keys(store: &mut KeyStore, kind: KeyKindTag, records: &[KeyRecord], field: &str) -> Result<(), ConfigError> {
+    for (i, record) in records.iter().enumerate() {
+        store.insert(kind, KeyEntry::compile(record, &format!("keys.{field}[{i}]"))?);
+    }
+    Ok(())
+}
+
+fn security_headers(cfg: &PluginConfig) -> Result<Vec<(String, String)>, ConfigError> {
+    let sh = &cfg.security_headers;
+    let mut out = Vec::new();
+    let mut push = |name: &str, value: &Option<String>, field: &str| {
+        if let Some(v) = value {
+            if !crate::identity::is_header_safe_value(v) {
+                return Err(ConfigError::new(format!("security_headers.{field}"), "must be printable ASCII"));
+            }
+            out.push((name.to_owned(), v.clone()));
+        }
+        Ok(())
+    };
+    push("strict-transport-security", &sh.hsts, "hsts")?;
+    push("x-frame-options", &sh.frame_options, "frame_options")?;
+    push("content-security-policy", &sh.csp, "csp")?;
+    if sh.content_type_options {
+        out.push(("x-content-type-options".to_owned(), "nosniff".to_owned()));
+    }
+    Ok(out)
+}
+
+/// Parses and compiles the plugin configuration JSON.
+pub fn compile(json: &[u8]) -> Result<CompiledConfig, ConfigError> {
+    if json.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new("$", "configuration is larger than 4 MiB"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let cfg: PluginConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(if path.is_empty() { "$".to_owned() } else { path }, e.into_inner().to_string())
+    })?;
+    compile_parsed(&cfg)
+}
+
+/// Compiles an already-parsed configuration.
+pub fn compile_parsed(cfg: &PluginConfig) -> Result<CompiledConfig, ConfigError> {
+    let case_insensitive = cfg.paths.case_insensitive;
+    let routes = cfg
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Route::compile(r, i, case_insensitive))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_policy = match &cfg.default_policy {
+        Some(p) => CompiledPolicy::compile(p, "default_policy")?,
+        None => CompiledPolicy::deny(),
+    };
+    let mut keyring = KeyRing::default();
+    for (i, issuer) in cfg.issuers.iter().enumerate() {
+        compile_issuer(issuer, i, &mut keyring)?;
+    }
+    let mut keys = KeyStore::default();
+    compile_keys(&mut keys, KeyKindTag::Api, &cfg.keys.api_keys, "api_keys")?;
+    compile_keys(&mut keys, KeyKindTag::Service, &cfg.keys.service_keys, "service_keys")?;
+    compile_keys(&mut keys, KeyKindTag::Admin, &cfg.keys.admin_keys, "admin_keys")?;
+    let api_key_prefixes = cfg.keys.api_key_prefixes.clone().unwrap_or_else(|| vec!["mg".to_owned()]);
+    if let Some(i) = api_key_prefixes.iter().position(|p| !crate::apikey::is_valid_prefix(p)) {
+        return Err(ConfigError::new(format!("keys.api_key_prefixes[{i}]"), "must be 2-16 chars of [a-z0-9]"));
+    }
+    let realm = cfg.realm.clone().unwrap_or_else(|| "meshgate".to_owned());
+    if !crate::identity::is_header_safe_value(&realm) || realm.contains('"') {
+        return Err(ConfigError::new("realm", "must be printable ASCII without quotes"));
+    }
+    let max_path = cfg.paths.max_path_bytes.unwrap_or(8192);
+    if !(16..=65536).contains(&max_path) {
+        return Err(ConfigError::new("paths.max_path_bytes", "must be between 16 and 65536"));
+    }
+    Ok(CompiledConfig {
+        routes,
+        default_policy,
+        keyring,
+        keys,
+        headers: Headers::compile(&cfg.headers)?,
+        api_key_prefixes,
+        hide_credentials: cfg.keys.hide_credentials.unwrap_or(true),
+        failure_mode: cfg.failure_mode,
+        problem_details: cfg.problem_details,
+        realm,
+        security_headers: security_headers(cfg)?,
+        path_limits: PathLimits { max_bytes: max_path, allow_parameters: cfg.paths.allow_path_parameters },
+        case_insensitive,
+    })
+}

@@ -1,0 +1,160 @@
+//! The per-request pipeline: normalize, match, extract, verify, authorize,
+//! and say what to do with the headers. Pure: the host's view of the
+//! request and the current time come in; a [`Decision`] goes out.
+
+use crate::config::CompiledConfig;
+use crate::credential::{self, Credential, HeaderPair};
+use crate::denial::{Denial, Reason};
+use crate::identity::Identity;
+use crate::keystore::KeyKindTag;
+use crate::path;
+use crate::policy::CompiledPolicy;
+use crate::revocation::Revocations;
+use crate::route::host_of;
+use meshgate_wire::config::{Access, CredentialKind};
+
+/// What the filter sees of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// Raw `:path`.
+    pub path: &'a [u8],
+    /// `:authority` (or `host`).
+    pub authority: &'a str,
+    /// All request headers, as the host lists them.
+    pub headers: &'a [HeaderPair],
+}
+
+/// The request may go upstream, with these header changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow<'c> {
+    /// Matched route name (`default` when none matched).
+    pub route: &'c str,
+    /// Verified identity, if any.
+    pub identity: Option<Identity>,
+    /// Headers to remove (present in the request, owned or hidden).
+    pub remove: Vec<&'c str>,
+    /// Headers to set, replacing any existing value.
+    pub set: Vec<(&'c str, String)>,
+    /// New `:path` when normalization changed it.
+    pub rewrite_path: Option<String>,
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'c> {
+    /// Forward, with header edits.
+    Allow(Allow<'c>),
+    /// Answer locally.
+    Deny(Denial),
+}
+
+/// Compiled config plus the dynamic state a decision reads.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// Static, compiled configuration.
+    pub config: CompiledConfig,
+    /// Live revocations.
+    pub revocations: Revocations,
+}
+
+fn has_header(headers: &[HeaderPair], name: &str) -> bool {
+    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+impl Engine {
+    /// An engine with no revocations.
+    pub fn new(config: CompiledConfig) -> Self {
+        Self { config, revocations: Revocations::default() }
+    }
+
+    fn route<'c>(&'c self, host: &str, path: &str, method: &str) -> (&'c str, &'c CompiledPolicy) {
+        self.config
+            .routes
+            .iter()
+            .find(|r| r.matches(host, path, method))
+            .map_or(("default", &self.config.default_policy), |r| (r.name.as_str(), &r.policy))
+    }
+
+    fn verify(&self, credential: Credential<'_>, now: u64) -> Result<Identity, Reason> {
+        let keys = &self.config.keys;
+        let rev = &self.revocations;
+        match credential {
+            Credential::Jwt(token) => self.config.keyring.verify(token, rev, now),
+            Credential::ApiKey { key, .. } => keys.verify(KeyKindTag::Api, key, rev, now),
+            Credential::Service(key) => keys.verify(KeyKindTag::Service, key, rev, now),
+            Credential::Admin(key) => keys.verify(KeyKindTag::Admin, key, rev, now),
+            Credential::Guest(id) => Ok(Identity {
+                method: CredentialKind::Guest,
+                subject: String::new(),
+                roles: Vec::new(),
+                scopes: Vec::new(),
+                app_id: None,
+                key_id: None,
+                session_id: None,
+                guest_id: Some(id.to_owned()),
+            }),
+        }
+    }
+
+    /// Decides one request at `now` (unix seconds).
+    pub fn decide<'c>(&'c self, req: &Request<'_>, now: u64) -> Decision<'c> {
+        let normalized = match path::normalize(req.path, self.config.path_limits) {
+            Ok(n) => n,
+            Err(_) => return Decision::Deny(Denial::new(Reason::InvalidPath)),
+        };
+        let host = host_of(req.authority);
+        let folded;
+        let match_path = if self.config.case_insensitive {
+            folded = normalized.path.to_ascii_lowercase();
+            &folded
+        } else {
+            &normalized.path
+        };
+        let (route, policy) = self.route(&host, match_path, req.method);
+        let deny = |reason: Reason| {
+            Decision::Deny(Denial { reason, route: Some(route.to_owned()), required_scopes: policy.scopes.clone() })
+        };
+        if policy.access == Access::Deny {
+            return deny(Reason::RouteDenied);
+        }
+        let public = policy.access == Access::Public;
+        let names = &self.config.headers;
+        let extracted = credential::extract(req.headers, names, &self.config.api_key_prefixes, policy.allows_guests());
+        let credential = match extracted {
+            Ok(c) => c,
+            Err(_) if public => None,
+            Err(reason) => return deny(reason),
+        };
+        let identity = match credential.map(|c| self.verify(c, now)) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) if public => None,
+            Some(Err(reason)) => return deny(reason),
+        };
+        let permit = match policy.authorize(identity.as_ref(), req.method) {
+            Ok(p) => p,
+            Err(reason) => return deny(reason),
+        };
+        let set = permit.identity.map(|id| names.inject(id)).unwrap_or_default();
+        let mut remove: Vec<&str> = names
+            .owned()
+            .into_iter()
+            .filter(|n| has_header(req.headers, n) && !set.iter().any(|(s, _)| s == n))
+            .collect();
+        if self.config.hide_credentials {
+            remove.extend(names.key_headers().into_iter().filter(|n| has_header(req.headers, n)));
+            if matches!(credential, Some(Credential::ApiKey { in_authorization: true, .. })) {
+                remove.push("authorization");
+            }
+        }
+        Decision::Allow(Allow {
+            route,
+            rewrite_path: normalized.changed.then(|| normalized.target()),
+            identity,
+            remove,
+            set,
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! API, service and admin keys, looked up by SHA-256 digest.
+//!
+//! A presented key is parsed (prefix and checksum: typos never reach the
+//! table), hashed, looked up, and the stored digest compared in constant
+//! time. The table never holds a plain key.
+
+use crate::apikey::{self, ApiKeyDigest};
+use crate::config::ConfigError;
+use crate::denial::Reason;
+use crate::identity::{Identity, is_header_safe_token};
+use crate::revocation::Revocations;
+use meshgate_wire::config::{CredentialKind, KeyRecord};
+use std::collections::HashMap;
+
+/// What the table knows about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// The stored digest (compared again in constant time).
+    pub digest: ApiKeyDigest,
+    /// Public key id.
+    pub id: String,
+    /// Owner.
+    pub subject: String,
+    /// App.
+    pub app_id: Option<String>,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry (unix seconds).
+    pub expires_at: Option<u64>,
+}
+
+/// One table per key kind.
+#[derive(Debug, Clone, Default)]
+pub struct KeyStore {
+    tables: HashMap<KeyKindTag, HashMap<ApiKeyDigest, KeyEntry>>,
+}
+
+/// The key kinds with a table of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKindTag {
+    /// `X-API-Key` / bearer API key.
+    Api,
+    /// `X-Service-Key`.
+    Service,
+    /// `X-Admin-Key`.
+    Admin,
+}
+
+impl KeyKindTag {
+    fn credential(self) -> CredentialKind {
+        match self {
+            Self::Api => CredentialKind::ApiKey,
+            Self::Service => CredentialKind::Service,
+            Self::Admin => CredentialKind::Admin,
+        }
+    }
+}
+
+fn check_token(value: &str, field: String) -> Result<(), ConfigError> {
+    if is_header_safe_token(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, "must be non-empty without whitespace, commas or control characters"))
+    }
+}
+
+impl KeyEntry {
+    /// Validates a record from config or the sync feed.
+    pub fn compile(record: &KeyRecord, field: &str) -> Result<Self, ConfigError> {
+        let digest = ApiKeyDigest::from_hex(&record.digest)
+            .ok_or_else(|| ConfigError::new(format!("{field}.digest"), "must be 64 hex characters (SHA-256)"))?;
+        check_token(&record.id, format!("{field}.id"))?;
+        check_token(&record.subject, format!("{field}.subject"))?;
+        if let Some(app) = &record.app_id {
+            check_token(app, format!("{field}.app_id"))?;
+        }
+        for (i, r) in record.roles.iter().enumerate() {
+            check_token(r, format!("{field}.roles[{i}]"))?;
+        }
+        for (i, s) in record.scopes.iter().enumerate() {
+            check_token(s, format!("{field}.scopes[{i}]"))?;
+        }
+        Ok(Self {
+            digest,
+            id: record.id.clone(),
+            subject: record.subject.clone(),
+            app_id: record.app_id.clone(),
+            roles: record.roles.clone(),
+            scopes: record.scopes.clone(),
+            expires_at: record.expires_at,
+        })
+    }
+}
+
+impl KeyStore {
+    /// Adds (or replaces) a key.
+    pub fn insert(&mut self, kind: KeyKindTag, entry: KeyEntry) {
+        self.tables.entry(kind).or_default().insert(entry.digest, entry);
+    }
+
+    /// Number of keys of `kind`.
+    pub fn len(&self, kind: KeyKindTag) -> usize {
+        self.tables.get(&kind).map_or(0, HashMap::len)
+    }
+
+    /// Verifies a presented key of `kind` at `now`.
+    pub fn verify(&self, kind: KeyKindTag, presented: &str, revocations: &Revocations, now: u64) -> Result<Identity, Reason> {
+        apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
+        let digest = apikey::digest(presented);
+        let entry = self
+            .tables
+            .get(&kind)
+            .and_then(|t| t.get(&digest))
+            .filter(|e| e.digest.ct_eq(&digest))
+            .ok_or(Reason::UnknownApiKey)?;
+        if revocations.key_revoked(&entry.id) {
+            return Err(Reason::Revoked);
+        }
+        if entry.expires_at.is_some_and(|exp| now >= exp) {
+            return Err(Reason::ApiKeyExpired);
+        }
+        Ok(Identity {
+            method: kind.credential(),
+            subject: entry.subject.clone(),
+            roles: entry.roles.clone(),
+            scopes: entry.scopes.clone(),
+            app_id: entry.app_id.clone(),
+            key_id: Some(entry.id.clone()),
+            session_id: None,
+            guest_id: None,
+        })
+    }
+}

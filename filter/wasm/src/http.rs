@@ -1,0 +1,119 @@
+//! The HTTP context: one request's trip through the core.
+//!
+//! `on_http_request_headers` reads the headers once, asks the engine, and
+//! either edits the request and continues, or sends the rendered denial.
+//! Host failures follow the configured failure mode.
+
+use crate::metrics::Metrics;
+use meshgate_core::engine::{Allow, Decision, Request};
+use meshgate_core::{Denial, Engine, LocalResponse, Reason};
+use meshgate_wire::config::{FailureMode, ProblemDetails};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+/// State of one HTTP stream.
+pub struct Http {
+    engine: Option<Rc<Engine>>,
+    metrics: Rc<Metrics>,
+    /// Set when we answered locally: response hooks then have nothing to add.
+    answered: bool,
+}
+
+fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+impl Http {
+    /// A context over the VM's engine (`None` when configuration failed).
+    pub fn new(engine: Option<Rc<Engine>>, metrics: Rc<Metrics>) -> Self {
+        Self { engine, metrics, answered: false }
+    }
+
+    fn send(&mut self, response: &LocalResponse, extra: &[(String, String)]) -> Action {
+        let headers: Vec<(&str, &str)> =
+            response.headers.iter().chain(extra).map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        self.answered = true;
+        if hostcalls::send_http_response(u32::from(response.status), headers, Some(response.body.as_bytes())).is_err() {
+            self.metrics.host_failure();
+        }
+        Action::Pause
+    }
+
+    /// What to do when the host failed us or no engine exists.
+    fn fail(&mut self) -> Action {
+        self.metrics.host_failure();
+        let (mode, realm, details, extra) = match &self.engine {
+            Some(e) => (e.config.failure_mode, e.config.realm.clone(), e.config.problem_details, e.config.security_headers.clone()),
+            None => (FailureMode::Closed, "meshgate".to_owned(), ProblemDetails::Full, Vec::new()),
+        };
+        match mode {
+            FailureMode::Open => Action::Continue,
+            FailureMode::Closed => {
+                self.metrics.denied(Reason::Unavailable);
+                let response = Denial::new(Reason::Unavailable).render(&realm, details);
+                self.send(&response, &extra)
+            }
+        }
+    }
+
+    fn apply(&mut self, allow: &Allow<'_>) -> Result<(), proxy_wasm::types::Status> {
+        for name in &allow.remove {
+            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)?;
+        }
+        for (name, value) in &allow.set {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
+        }
+        if let Some(path) = &allow.rewrite_path {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))?;
+        }
+        Ok(())
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(engine) = self.engine.clone() else { return self.fail() };
+        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return self.fail() };
+        let Ok(now) = hostcalls::get_current_time() else { return self.fail() };
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let request = Request {
+            method: pseudo(&headers, ":method").unwrap_or(""),
+            path: pseudo(&headers, ":path").unwrap_or("").as_bytes(),
+            authority: pseudo(&headers, ":authority").or_else(|| pseudo(&headers, "host")).unwrap_or(""),
+            headers: &headers,
+        };
+        match engine.decide(&request, now) {
+            Decision::Allow(allow) => {
+                if self.apply(&allow).is_err() {
+                    return self.fail();
+                }
+                self.metrics.allowed(allow.identity.as_ref().map(|i| i.method));
+                Action::Continue
+            }
+            Decision::Deny(denial) => {
+                self.metrics.denied(denial.reason);
+                let response = denial.render(&engine.config.realm, engine.config.problem_details);
+                self.send(&response, &engine.config.security_headers)
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.answered {
+            return Action::Continue;
+        }
+        if let Some(engine) = &self.engine {
+            for (name, value) in &engine.config.security_headers {
+                if hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)).is_err() {
+                    self.metrics.host_failure();
+                }
+            }
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,80 @@
+//! Counters, defined once per VM at configure time and shared by every HTTP
+//! context of that VM. Envoy exposes them under `wasmcustom.` (e.g.
+//! `wasmcustom.meshgate.denied.token-expired`).
+
+use meshgate_core::Reason;
+use meshgate_wire::config::CredentialKind;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+use std::collections::HashMap;
+
+/// Metric ids by outcome. A metric whose definition failed is simply
+/// absent: counting must never stop a request.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    allowed: Option<u32>,
+    denied: Option<u32>,
+    by_reason: HashMap<Reason, u32>,
+    by_method: HashMap<&'static str, u32>,
+    anonymous: Option<u32>,
+    failures: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        // A failed increment loses one count, nothing else.
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+const METHODS: [CredentialKind; 5] =
+    [CredentialKind::Jwt, CredentialKind::ApiKey, CredentialKind::Service, CredentialKind::Admin, CredentialKind::Guest];
+
+impl Metrics {
+    /// Defines every counter.
+    pub fn define() -> Self {
+        let mut m = Self {
+            allowed: counter("meshgate.allowed"),
+            denied: counter("meshgate.denied"),
+            anonymous: counter("meshgate.allowed.anonymous"),
+            failures: counter("meshgate.host_failures"),
+            ..Self::default()
+        };
+        for reason in Reason::ALL {
+            if let Some(id) = counter(&format!("meshgate.denied.{}", reason.slug())) {
+                m.by_reason.insert(reason, id);
+            }
+        }
+        for kind in METHODS {
+            let name = meshgate_core::identity::method_name(kind);
+            if let Some(id) = counter(&format!("meshgate.allowed.{name}")) {
+                m.by_method.insert(name, id);
+            }
+        }
+        m
+    }
+
+    /// Counts an allowed request.
+    pub fn allowed(&self, method: Option<CredentialKind>) {
+        bump(self.allowed);
+        match method {
+            Some(kind) => bump(self.by_method.get(meshgate_core::identity::method_name(kind)).copied()),
+            None => bump(self.anonymous),
+        }
+    }
+
+    /// Counts a denied request.
+    pub fn denied(&self, reason: Reason) {
+        bump(self.denied);
+        bump(self.by_reason.get(&reason).copied());
+    }
+
+    /// Counts a host call failure.
+    pub fn host_failure(&self) {
+        bump(self.failures);
+    }
+}
