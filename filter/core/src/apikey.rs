@@ -89,8 +89,7 @@ impl std::fmt::Debug for ApiKeyDigest {
 
 /// Whether `prefix` is a valid key prefix (2–16 chars of `[a-z0-9]`).
 pub fn is_valid_prefix(prefix: &str) -> bool {
-    (2..=16).contains(&prefix.len())
-        && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    (2..=16).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn checksum(prefix: &str, random: &[u8]) -> [u8; CHECKSUM_LEN] {
@@ -125,9 +124,7 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, ApiKeyFormatError> {
         return Err(ApiKeyFormatError::InvalidPrefix);
     }
     let mut raw = [0u8; RANDOM_LEN + CHECKSUM_LEN];
-    let decoded = bs58::decode(body)
-        .onto(&mut raw[..])
-        .map_err(|_| ApiKeyFormatError::InvalidBody)?;
+    let decoded = bs58::decode(body).onto(&mut raw[..]).map_err(|_| ApiKeyFormatError::InvalidBody)?;
     if decoded != raw.len() {
         return Err(ApiKeyFormatError::InvalidBody);
     }
@@ -168,10 +165,7 @@ mod tests {
         let i = key.len() - 3;
         typo[i] = if typo[i] == 'a' { 'b' } else { 'a' };
         let typo: String = typo.into_iter().collect();
-        assert!(matches!(
-            parse(&typo),
-            Err(ApiKeyFormatError::ChecksumMismatch | ApiKeyFormatError::InvalidBody)
-        ));
+        assert!(matches!(parse(&typo), Err(ApiKeyFormatError::ChecksumMismatch | ApiKeyFormatError::InvalidBody)));
         assert_eq!(parse(&key[..key.len() - 1]), Err(ApiKeyFormatError::InvalidBody));
         // The same body under another prefix fails the checksum.
         let body = key.split_once('_').unwrap().1;

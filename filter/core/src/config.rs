@@ -161,7 +161,7 @@ pub fn compile(json: &[u8]) -> Result<CompiledConfig, ConfigError> {
     let de = &mut serde_json::Deserializer::from_slice(json);
     let cfg: PluginConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        ConfigError::new(if path.is_empty() { "$".to_owned() } else { path }, e.into_inner().to_string())
+        ConfigError::new(if path.is_empty() || path == "." { "$".to_owned() } else { path }, e.into_inner().to_string())
     })?;
     compile_parsed(&cfg)
 }

@@ -65,9 +65,8 @@ fn bearer<'a>(value: &'a str, prefixes: &[String]) -> Result<Option<Credential<'
     if token.is_empty() || token.contains(' ') {
         return Err(Reason::MalformedCredential);
     }
-    let is_key = token
-        .split_once('_')
-        .is_some_and(|(prefix, _)| !token.contains('.') && prefixes.iter().any(|p| p == prefix));
+    let is_key =
+        token.split_once('_').is_some_and(|(prefix, _)| !token.contains('.') && prefixes.iter().any(|p| p == prefix));
     Ok(Some(if is_key { Credential::ApiKey { key: token, in_authorization: true } } else { Credential::Jwt(token) }))
 }
 
@@ -88,10 +87,10 @@ pub fn extract<'a>(
     let mut add = |c: Credential<'a>| {
         if found.replace(c).is_some() { Err(Reason::ConflictingCredentials) } else { Ok(()) }
     };
-    if let Some(auth) = single_value(headers, "authorization")? {
-        if let Some(c) = bearer(auth, prefixes)? {
-            add(c)?;
-        }
+    if let Some(auth) = single_value(headers, "authorization")?
+        && let Some(c) = bearer(auth, prefixes)?
+    {
+        add(c)?;
     }
     if let Some(key) = single_value(headers, &names.api_key)? {
         add(Credential::ApiKey { key, in_authorization: false })?;
@@ -102,13 +101,11 @@ pub fn extract<'a>(
     if let Some(key) = single_value(headers, &names.admin_key)? {
         add(Credential::Admin(key))?;
     }
-    if guests {
-        if let Some(id) = single_value(headers, &names.guest_id)? {
-            if !is_valid_guest_id(id) {
-                return Err(Reason::MalformedCredential);
-            }
-            add(Credential::Guest(id))?;
+    if guests && let Some(id) = single_value(headers, &names.guest_id)? {
+        if !is_valid_guest_id(id) {
+            return Err(Reason::MalformedCredential);
         }
+        add(Credential::Guest(id))?;
     }
     Ok(found)
 }

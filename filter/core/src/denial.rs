@@ -86,12 +86,35 @@ impl Reason {
     pub const ALL: [Reason; 29] = {
         use Reason::*;
         [
-            InvalidPath, DuplicateCredential, ConflictingCredentials, MalformedCredential,
-            MissingCredentials, CredentialNotAccepted, MalformedToken, TokenTooLarge,
-            UnsupportedAlgorithm, UnknownKey, AlgorithmMismatch, InvalidSignature, TokenExpired,
-            TokenNotYetValid, InvalidIssuer, InvalidAudience, InvalidTokenType, MissingClaim,
-            InvalidClaim, Revoked, MalformedApiKey, UnknownApiKey, ApiKeyExpired, RouteDenied,
-            InsufficientRole, InsufficientScope, WrongApp, GuestReadOnly, Unavailable,
+            InvalidPath,
+            DuplicateCredential,
+            ConflictingCredentials,
+            MalformedCredential,
+            MissingCredentials,
+            CredentialNotAccepted,
+            MalformedToken,
+            TokenTooLarge,
+            UnsupportedAlgorithm,
+            UnknownKey,
+            AlgorithmMismatch,
+            InvalidSignature,
+            TokenExpired,
+            TokenNotYetValid,
+            InvalidIssuer,
+            InvalidAudience,
+            InvalidTokenType,
+            MissingClaim,
+            InvalidClaim,
+            Revoked,
+            MalformedApiKey,
+            UnknownApiKey,
+            ApiKeyExpired,
+            RouteDenied,
+            InsufficientRole,
+            InsufficientScope,
+            WrongApp,
+            GuestReadOnly,
+            Unavailable,
         ]
     };
 
@@ -213,7 +236,11 @@ pub struct LocalResponse {
 
 /// Escapes a value for a quoted-string in `WWW-Authenticate`.
 fn quoted(value: &str) -> String {
-    value.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').map(|c| if c == '"' || c == '\\' { '\'' } else { c }).collect()
+    value
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+        .collect()
 }
 
 impl Denial {
@@ -269,10 +296,6 @@ impl Denial {
         if let Some(challenge) = self.www_authenticate(realm) {
             headers.push(("www-authenticate".to_owned(), challenge));
         }
-        LocalResponse {
-            status: reason.status(),
-            headers,
-            body: serde_json::Value::Object(body).to_string(),
-        }
+        LocalResponse { status: reason.status(), headers, body: serde_json::Value::Object(body).to_string() }
     }
 }

@@ -58,7 +58,7 @@ pub enum KeyMaterial {
     /// P-256 public key.
     Es256(ES256PublicKey),
     /// RSA public key.
-    Rs256(RS256PublicKey),
+    Rs256(Box<RS256PublicKey>),
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -99,10 +99,10 @@ pub fn compile(jwk: &Jwk, field: &str) -> Result<KeyMaterial, ConfigError> {
         ("RSA", _) => Algorithm::Rs256,
         _ => return Err(ConfigError::new(field, "unsupported kty/crv (oct, OKP Ed25519, EC P-256, RSA)")),
     };
-    if let Some(alg) = &jwk.alg {
-        if Algorithm::from_jose(alg) != Some(derived) {
-            return Err(ConfigError::new(field, format!("alg '{alg}' does not fit this key type")));
-        }
+    if let Some(alg) = &jwk.alg
+        && Algorithm::from_jose(alg) != Some(derived)
+    {
+        return Err(ConfigError::new(field, format!("alg '{alg}' does not fit this key type")));
     }
     let invalid = |_| ConfigError::new(field, "invalid key material");
     Ok(match derived {
@@ -129,7 +129,7 @@ pub fn compile(jwk: &Jwk, field: &str) -> Result<KeyMaterial, ConfigError> {
             if n.len() < 256 {
                 return Err(ConfigError::new(field, "RSA keys must be at least 2048 bits"));
             }
-            KeyMaterial::Rs256(RS256PublicKey::from_components(&n, &e).map_err(invalid)?)
+            KeyMaterial::Rs256(Box::new(RS256PublicKey::from_components(&n, &e).map_err(invalid)?))
         }
     })
 }

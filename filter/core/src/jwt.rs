@@ -129,7 +129,11 @@ fn map_error(err: &jwt_simple::Error) -> Reason {
     }
 }
 
-fn verify_signature(key: &KeyMaterial, token: &str, options: VerificationOptions) -> Result<JWTClaims<ExtraClaims>, Reason> {
+fn verify_signature(
+    key: &KeyMaterial,
+    token: &str,
+    options: VerificationOptions,
+) -> Result<JWTClaims<ExtraClaims>, Reason> {
     let result = match key {
         KeyMaterial::Hs256(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
         KeyMaterial::EdDsa(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
@@ -239,7 +243,8 @@ impl KeyRing {
             }
         }
         let extra = claims.custom;
-        let mut scopes: Vec<String> = extra.scope.as_deref().unwrap_or("").split_whitespace().map(str::to_owned).collect();
+        let mut scopes: Vec<String> =
+            extra.scope.as_deref().unwrap_or("").split_whitespace().map(str::to_owned).collect();
         scopes.extend(extra.scopes.unwrap_or_default());
         let subject = claims.subject.unwrap_or_default();
         if !subject.is_empty() && !is_header_safe_token(&subject) {

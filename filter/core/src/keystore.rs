@@ -106,7 +106,13 @@ impl KeyStore {
     }
 
     /// Verifies a presented key of `kind` at `now`.
-    pub fn verify(&self, kind: KeyKindTag, presented: &str, revocations: &Revocations, now: u64) -> Result<Identity, Reason> {
+    pub fn verify(
+        &self,
+        kind: KeyKindTag,
+        presented: &str,
+        revocations: &Revocations,
+        now: u64,
+    ) -> Result<Identity, Reason> {
         apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
         let digest = apikey::digest(presented);
         let entry = self

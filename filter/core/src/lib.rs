@@ -20,6 +20,8 @@
 //! | [`denial`] | status, `WWW-Authenticate` and problem+json per reason |
 //! | [`engine`] | the pipeline tying these together |
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod apikey;
 pub mod config;
 pub mod credential;

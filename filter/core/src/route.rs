@@ -60,8 +60,7 @@ impl HostMatch {
         let host = host.to_ascii_lowercase();
         let valid = |s: &str| {
             !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'))
         };
         if host == "*" {
             return Ok(Self::Any);
@@ -80,9 +79,9 @@ impl HostMatch {
         match self {
             Self::Any => true,
             Self::Exact(h) => h == host,
-            Self::WildcardLabel(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+            Self::WildcardLabel(suffix) => {
+                host.strip_suffix(suffix.as_str()).is_some_and(|label| !label.is_empty() && !label.contains('.'))
+            }
         }
     }
 }
@@ -115,11 +114,7 @@ impl CompiledPath {
     fn compile(path: &PathMatch, case_insensitive: bool, field: &str) -> Result<Self, ConfigError> {
         let fold = |s: &str| if case_insensitive { s.to_ascii_lowercase() } else { s.to_owned() };
         let check = |s: &str| {
-            if s.starts_with('/') {
-                Ok(())
-            } else {
-                Err(ConfigError::new(field, "must start with '/'"))
-            }
+            if s.starts_with('/') { Ok(()) } else { Err(ConfigError::new(field, "must start with '/'")) }
         };
         Ok(match path {
             PathMatch::Exact(p) => {
@@ -137,9 +132,9 @@ impl CompiledPath {
     fn matches(&self, path: &str) -> bool {
         match self {
             Self::Exact(p) => p == path,
-            Self::Prefix(p) => path
-                .strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            Self::Prefix(p) => {
+                path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
             Self::Template(segments) => template_matches(segments, path),
         }
     }

@@ -49,113 +49,286 @@ fn rows() -> Vec<(&'static str, Req, Want)> {
         ("default deny when no rule matches", Req::get("/nowhere"), Deny(RouteDenied)),
         ("deny route", Req::get("/blocked/x").bearer(&good), Deny(RouteDenied)),
         // JWT happy paths, every algorithm.
-        ("hs256 ok", Req::get("/api/orders").bearer(&good),
-         Allow(&[("x-user-id", "user-1"), ("x-user-roles", "admin,ops"), ("x-app-id", "shop"),
-                 ("x-auth-method", "jwt"), ("x-session-id", "sid-1"), ("x-user-scopes", "reports:read,orders:write")])),
+        (
+            "hs256 ok",
+            Req::get("/api/orders").bearer(&good),
+            Allow(&[
+                ("x-user-id", "user-1"),
+                ("x-user-roles", "admin,ops"),
+                ("x-app-id", "shop"),
+                ("x-auth-method", "jwt"),
+                ("x-session-id", "sid-1"),
+                ("x-user-scopes", "reports:read,orders:write"),
+            ]),
+        ),
         ("eddsa ok", Req::get("/api/x").bearer(&ed(claims(|_| {}))), Allow(&[("x-user-id", "user-1")])),
         ("es256 ok", Req::get("/api/x").bearer(&es(claims(|_| {}))), Allow(&[("x-user-id", "user-1")])),
         ("rs256 ok", Req::get("/api/x").bearer(&rs(claims(|_| {}))), Allow(&[("x-user-id", "user-1")])),
-        ("scheme is case-insensitive", Req::get("/api/x").header("authorization", &format!("bearer {good}")), Allow(&[])),
-        ("non-bearer scheme is not a credential", Req::get("/api/x").header("authorization", "Basic dXNlcjpwYXNz"),
-         Deny(MissingCredentials)),
+        (
+            "scheme is case-insensitive",
+            Req::get("/api/x").header("authorization", &format!("bearer {good}")),
+            Allow(&[]),
+        ),
+        (
+            "non-bearer scheme is not a credential",
+            Req::get("/api/x").header("authorization", "Basic dXNlcjpwYXNz"),
+            Deny(MissingCredentials),
+        ),
         // Malformed tokens.
         ("bearer without token", Req::get("/api/x").header("authorization", "Bearer"), Deny(MalformedCredential)),
-        ("bearer with two tokens", Req::get("/api/x").header("authorization", &format!("Bearer {good} x")),
-         Deny(MalformedCredential)),
+        (
+            "bearer with two tokens",
+            Req::get("/api/x").header("authorization", &format!("Bearer {good} x")),
+            Deny(MalformedCredential),
+        ),
         ("two segments", Req::get("/api/x").bearer("abc.def"), Deny(MalformedToken)),
         ("four segments", Req::get("/api/x").bearer("a.b.c.d"), Deny(MalformedToken)),
         ("malformed base64 header", Req::get("/api/x").bearer("!!!.e30.sig"), Deny(MalformedToken)),
         ("header not json", Req::get("/api/x").bearer("bm90anNvbg.e30.c2ln"), Deny(MalformedToken)),
-        ("empty payload segment", Req::get("/api/x").bearer(&format!("{}..sig", good.split('.').next().unwrap_or(""))),
-         Deny(MalformedToken)),
+        (
+            "empty payload segment",
+            Req::get("/api/x").bearer(&format!("{}..sig", good.split('.').next().unwrap_or(""))),
+            Deny(MalformedToken),
+        ),
         ("oversized token", Req::get("/api/x").bearer(&format!("{}{}", good, "A".repeat(9000))), Deny(TokenTooLarge)),
-        ("payload not json", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1"}), &json!("x"), HS_SECRET)),
-         Deny(MalformedToken)),
+        (
+            "payload not json",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1"}), &json!("x"), HS_SECRET)),
+            Deny(MalformedToken),
+        ),
         // Algorithms.
-        ("alg none", Req::get("/api/x").bearer(&raw_token(&json!({"alg":"none"}), &payload, b"")), Deny(UnsupportedAlgorithm)),
-        ("alg None", Req::get("/api/x").bearer(&raw_token(&json!({"alg":"None","kid":"hs1"}), &payload, b"x")),
-         Deny(UnsupportedAlgorithm)),
-        ("alg NONE", Req::get("/api/x").bearer(&raw_token(&json!({"alg":"NONE"}), &payload, b"")), Deny(UnsupportedAlgorithm)),
-        ("alg hs512 unknown", Req::get("/api/x").bearer(&raw_token(&json!({"alg":"HS512","kid":"hs1"}), &payload, b"x")),
-         Deny(UnsupportedAlgorithm)),
-        ("hs/rs confusion", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"rs1"}), &payload, &rsa_pub)),
-         Deny(AlgorithmMismatch)),
-        ("hs/eddsa confusion", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"ed1"}), &payload,
-            &keys().ed.public_key().to_bytes())), Deny(AlgorithmMismatch)),
-        ("unknown kid", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"nope"}), &payload, HS_SECRET)),
-         Deny(UnknownKey)),
-        ("kid path traversal", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"../../etc/passwd"}), &payload, HS_SECRET)),
-         Deny(UnknownKey)),
-        ("no kid, unique hs key", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256"}), &payload, HS_SECRET)),
-         Allow(&[("x-user-id", "user-1")])),
-        ("crit header refused", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1","crit":["exp"]}), &payload, HS_SECRET)),
-         Deny(MalformedToken)),
-        ("wrong typ", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1","typ":"dpop+jwt"}), &payload, HS_SECRET)),
-         Deny(InvalidTokenType)),
-        ("at+jwt typ accepted", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1","typ":"at+jwt"}), &payload, HS_SECRET)),
-         Allow(&[("x-user-id", "user-1")])),
-        ("bad signature", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1"}), &payload, b"another-secret-another-secret-xx")),
-         Deny(InvalidSignature)),
-        ("tampered payload", Req::get("/api/x").bearer(&{
-            let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-            parts[1] = hs(claims(|c| c.subject = Some("someone-else".into()))).split('.').nth(1).unwrap_or("").to_owned();
-            parts.join(".")
-        }), Deny(InvalidSignature)),
-        ("eddsa signature from another key", Req::get("/api/x").bearer(&{
-            use jwt_simple::prelude::EdDSAKeyPairLike;
-            let other = jwt_simple::prelude::Ed25519KeyPair::generate().with_key_id("ed1");
-            other.sign(claims(|_| {})).unwrap_or_default()
-        }), Deny(InvalidSignature)),
+        (
+            "alg none",
+            Req::get("/api/x").bearer(&raw_token(&json!({"alg":"none"}), &payload, b"")),
+            Deny(UnsupportedAlgorithm),
+        ),
+        (
+            "alg None",
+            Req::get("/api/x").bearer(&raw_token(&json!({"alg":"None","kid":"hs1"}), &payload, b"x")),
+            Deny(UnsupportedAlgorithm),
+        ),
+        (
+            "alg NONE",
+            Req::get("/api/x").bearer(&raw_token(&json!({"alg":"NONE"}), &payload, b"")),
+            Deny(UnsupportedAlgorithm),
+        ),
+        (
+            "alg hs512 unknown",
+            Req::get("/api/x").bearer(&raw_token(&json!({"alg":"HS512","kid":"hs1"}), &payload, b"x")),
+            Deny(UnsupportedAlgorithm),
+        ),
+        (
+            "hs/rs confusion",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"rs1"}), &payload, &rsa_pub)),
+            Deny(AlgorithmMismatch),
+        ),
+        (
+            "hs/eddsa confusion",
+            Req::get("/api/x").bearer(&hs_raw(
+                &json!({"alg":"HS256","kid":"ed1"}),
+                &payload,
+                &keys().ed.public_key().to_bytes(),
+            )),
+            Deny(AlgorithmMismatch),
+        ),
+        (
+            "unknown kid",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"nope"}), &payload, HS_SECRET)),
+            Deny(UnknownKey),
+        ),
+        (
+            "kid path traversal",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"../../etc/passwd"}), &payload, HS_SECRET)),
+            Deny(UnknownKey),
+        ),
+        (
+            "no kid, unique hs key",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256"}), &payload, HS_SECRET)),
+            Allow(&[("x-user-id", "user-1")]),
+        ),
+        (
+            "crit header refused",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1","crit":["exp"]}), &payload, HS_SECRET)),
+            Deny(MalformedToken),
+        ),
+        (
+            "wrong typ",
+            Req::get("/api/x").bearer(&hs_raw(
+                &json!({"alg":"HS256","kid":"hs1","typ":"dpop+jwt"}),
+                &payload,
+                HS_SECRET,
+            )),
+            Deny(InvalidTokenType),
+        ),
+        (
+            "at+jwt typ accepted",
+            Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1","typ":"at+jwt"}), &payload, HS_SECRET)),
+            Allow(&[("x-user-id", "user-1")]),
+        ),
+        (
+            "bad signature",
+            Req::get("/api/x").bearer(&hs_raw(
+                &json!({"alg":"HS256","kid":"hs1"}),
+                &payload,
+                b"another-secret-another-secret-xx",
+            )),
+            Deny(InvalidSignature),
+        ),
+        (
+            "tampered payload",
+            Req::get("/api/x").bearer(&{
+                let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+                parts[1] =
+                    hs(claims(|c| c.subject = Some("someone-else".into()))).split('.').nth(1).unwrap_or("").to_owned();
+                parts.join(".")
+            }),
+            Deny(InvalidSignature),
+        ),
+        (
+            "eddsa signature from another key",
+            Req::get("/api/x").bearer(&{
+                use jwt_simple::prelude::EdDSAKeyPairLike;
+                let other = jwt_simple::prelude::Ed25519KeyPair::generate().with_key_id("ed1");
+                other.sign(claims(|_| {})).unwrap_or_default()
+            }),
+            Deny(InvalidSignature),
+        ),
         // Time.
-        ("expired within skew", Req::get("/api/x").bearer(&hs(claims(|c| c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(NOW - 30))))),
-         Allow(&[])),
-        ("expired 1s beyond skew", Req::get("/api/x").bearer(&hs(claims(|c| c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(NOW - 31))))),
-         Deny(TokenExpired)),
-        ("nbf in the future", Req::get("/api/x").bearer(&hs(claims(|c| c.invalid_before = Some(jwt_simple::prelude::Duration::from_secs(NOW + 120))))),
-         Deny(TokenNotYetValid)),
-        ("iat in the future", Req::get("/api/x").bearer(&hs(claims(|c| c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(NOW + 120))))),
-         Deny(TokenNotYetValid)),
+        (
+            "expired within skew",
+            Req::get("/api/x")
+                .bearer(&hs(claims(|c| c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(NOW - 30))))),
+            Allow(&[]),
+        ),
+        (
+            "expired 1s beyond skew",
+            Req::get("/api/x")
+                .bearer(&hs(claims(|c| c.expires_at = Some(jwt_simple::prelude::Duration::from_secs(NOW - 31))))),
+            Deny(TokenExpired),
+        ),
+        (
+            "nbf in the future",
+            Req::get("/api/x")
+                .bearer(&hs(claims(|c| c.invalid_before = Some(jwt_simple::prelude::Duration::from_secs(NOW + 120))))),
+            Deny(TokenNotYetValid),
+        ),
+        (
+            "iat in the future",
+            Req::get("/api/x")
+                .bearer(&hs(claims(|c| c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(NOW + 120))))),
+            Deny(TokenNotYetValid),
+        ),
         ("missing exp", Req::get("/api/x").bearer(&hs(claims(|c| c.expires_at = None))), Deny(MissingClaim)),
         ("missing sub", Req::get("/api/x").bearer(&hs(claims(|c| c.subject = None))), Deny(MissingClaim)),
         // Issuer and audience.
-        ("wrong iss", Req::get("/api/x").bearer(&hs(claims(|c| c.issuer = Some("https://evil.test".into())))), Deny(InvalidIssuer)),
+        (
+            "wrong iss",
+            Req::get("/api/x").bearer(&hs(claims(|c| c.issuer = Some("https://evil.test".into())))),
+            Deny(InvalidIssuer),
+        ),
         ("missing iss", Req::get("/api/x").bearer(&hs(claims(|c| c.issuer = None))), Deny(InvalidIssuer)),
-        ("wrong aud", Req::get("/api/x").bearer(&hs(claims(|c| c.audiences = Some(jwt_simple::prelude::Audiences::AsString("other".into()))))),
-         Deny(InvalidAudience)),
-        ("aud array containing ours", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1"}),
-            &json!({"iss": ISS, "aud": ["x", "api"], "sub": "u", "exp": NOW + 60}), HS_SECRET)), Allow(&[("x-user-id", "u")])),
+        (
+            "wrong aud",
+            Req::get("/api/x")
+                .bearer(&hs(claims(|c| c.audiences = Some(jwt_simple::prelude::Audiences::AsString("other".into()))))),
+            Deny(InvalidAudience),
+        ),
+        (
+            "aud array containing ours",
+            Req::get("/api/x").bearer(&hs_raw(
+                &json!({"alg":"HS256","kid":"hs1"}),
+                &json!({"iss": ISS, "aud": ["x", "api"], "sub": "u", "exp": NOW + 60}),
+                HS_SECRET,
+            )),
+            Allow(&[("x-user-id", "u")]),
+        ),
         // Claims that become headers.
-        ("role with comma", Req::get("/api/x").bearer(&hs(claims(|c| c.custom.roles = Some(vec!["admin,root".into()])))),
-         Deny(InvalidClaim)),
-        ("sub with CRLF", Req::get("/api/x").bearer(&hs(claims(|c| c.subject = Some("u\r\nx-user-id: admin".into())))),
-         Deny(InvalidClaim)),
-        ("roles not an array", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1"}),
-            &json!({"iss": ISS, "aud": "api", "sub": "u", "exp": NOW + 60, "roles": "admin"}), HS_SECRET)), Deny(MalformedToken)),
+        (
+            "role with comma",
+            Req::get("/api/x").bearer(&hs(claims(|c| c.custom.roles = Some(vec!["admin,root".into()])))),
+            Deny(InvalidClaim),
+        ),
+        (
+            "sub with CRLF",
+            Req::get("/api/x").bearer(&hs(claims(|c| c.subject = Some("u\r\nx-user-id: admin".into())))),
+            Deny(InvalidClaim),
+        ),
+        (
+            "roles not an array",
+            Req::get("/api/x").bearer(&hs_raw(
+                &json!({"alg":"HS256","kid":"hs1"}),
+                &json!({"iss": ISS, "aud": "api", "sub": "u", "exp": NOW + 60, "roles": "admin"}),
+                HS_SECRET,
+            )),
+            Deny(MalformedToken),
+        ),
         // Revocation, before signature work.
-        ("revoked jti", Req::get("/api/x").bearer(&hs(claims(|c| c.jwt_id = Some("jti-revoked".into())))), Deny(Revoked)),
-        ("revoked jti with forged signature", Req::get("/api/x").bearer(&hs_raw(&json!({"alg":"HS256","kid":"hs1"}),
-            &json!({"jti": "jti-revoked"}), b"forged-forged-forged-forged-forg")), Deny(Revoked)),
-        ("revoked session", Req::get("/api/x").bearer(&hs(claims(|c| c.custom.sid = Some("sid-revoked".into())))), Deny(Revoked)),
-        ("subject logged out before iat", Req::get("/api/x").bearer(&hs(claims(|c| c.subject = Some("user-logged-out".into())))),
-         Deny(Revoked)),
-        ("subject token after logout", Req::get("/api/x").bearer(&hs(claims(|c| {
-            c.subject = Some("user-logged-out".into());
-            c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(NOW - 5));
-        }))), Allow(&[("x-user-id", "user-logged-out")])),
+        (
+            "revoked jti",
+            Req::get("/api/x").bearer(&hs(claims(|c| c.jwt_id = Some("jti-revoked".into())))),
+            Deny(Revoked),
+        ),
+        (
+            "revoked jti with forged signature",
+            Req::get("/api/x").bearer(&hs_raw(
+                &json!({"alg":"HS256","kid":"hs1"}),
+                &json!({"jti": "jti-revoked"}),
+                b"forged-forged-forged-forged-forg",
+            )),
+            Deny(Revoked),
+        ),
+        (
+            "revoked session",
+            Req::get("/api/x").bearer(&hs(claims(|c| c.custom.sid = Some("sid-revoked".into())))),
+            Deny(Revoked),
+        ),
+        (
+            "subject logged out before iat",
+            Req::get("/api/x").bearer(&hs(claims(|c| c.subject = Some("user-logged-out".into())))),
+            Deny(Revoked),
+        ),
+        (
+            "subject token after logout",
+            Req::get("/api/x").bearer(&hs(claims(|c| {
+                c.subject = Some("user-logged-out".into());
+                c.issued_at = Some(jwt_simple::prelude::Duration::from_secs(NOW - 5));
+            }))),
+            Allow(&[("x-user-id", "user-logged-out")]),
+        ),
         // Authorization.
         ("admin role ok", Req::get("/admin/users").bearer(&good), Allow(&[("x-user-roles", "admin,ops")])),
         ("admin role missing", Req::get("/admin/users").bearer(&no_admin), Deny(InsufficientRole)),
-        ("roles_all on admin host", Req::get("/").host("admin.example.com:443").bearer(&hs(claims(|c| c.custom.roles = Some(vec!["admin".into()])))),
-         Deny(InsufficientRole)),
+        (
+            "roles_all on admin host",
+            Req::get("/")
+                .host("admin.example.com:443")
+                .bearer(&hs(claims(|c| c.custom.roles = Some(vec!["admin".into()])))),
+            Deny(InsufficientRole),
+        ),
         ("roles_all satisfied", Req::get("/").host("ADMIN.example.com").bearer(&good), Allow(&[])),
         ("scope ok", Req::get("/reports/7").bearer(&good), Allow(&[])),
-        ("scope missing", Req::get("/reports/7").bearer(&hs(claims(|c| c.custom.scope = Some("orders:write".into())))),
-         Deny(InsufficientScope)),
+        (
+            "scope missing",
+            Req::get("/reports/7").bearer(&hs(claims(|c| c.custom.scope = Some("orders:write".into())))),
+            Deny(InsufficientScope),
+        ),
         ("template method mismatch falls to default", Req::new("POST", "/reports/7").bearer(&good), Deny(RouteDenied)),
         ("wrong app", Req::get("/billing/invoices").bearer(&good), Deny(WrongApp)),
-        ("right app via api key", Req::get("/billing/invoices").header("x-api-key", &api_key(1)),
-         Allow(&[("x-app-id", "billing"), ("x-auth-method", "api_key"), ("x-key-id", "key_good"), ("x-user-id", "user-k")])),
-        ("jwt-only route refuses api key", Req::get("/jwt/x").header("x-api-key", &api_key(1)), Deny(CredentialNotAccepted)),
+        (
+            "right app via api key",
+            Req::get("/billing/invoices").header("x-api-key", &api_key(1)),
+            Allow(&[
+                ("x-app-id", "billing"),
+                ("x-auth-method", "api_key"),
+                ("x-key-id", "key_good"),
+                ("x-user-id", "user-k"),
+            ]),
+        ),
+        (
+            "jwt-only route refuses api key",
+            Req::get("/jwt/x").header("x-api-key", &api_key(1)),
+            Deny(CredentialNotAccepted),
+        ),
         // Paths.
         ("dot segments resolve to denied", Req::get("/public/../admin/users"), Deny(MissingCredentials)),
         ("admin/../public is public", Req::get("/admin/../public"), Allow(&[])),
@@ -169,37 +342,70 @@ fn rows() -> Vec<(&'static str, Req, Want)> {
         ("administrator is not admin", Req::get("/administrator").bearer(&good), Deny(RouteDenied)),
         // Headers and conflicts.
         ("duplicate authorization", Req::get("/api/x").bearer(&good).bearer(&good), Deny(DuplicateCredential)),
-        ("duplicate api key header", Req::get("/api/x").header("x-api-key", &api_key(1)).header("X-API-Key", &api_key(1)),
-         Deny(DuplicateCredential)),
-        ("jwt plus api key", Req::get("/api/x").bearer(&good).header("x-api-key", &api_key(1)), Deny(ConflictingCredentials)),
-        ("non-utf8 authorization", Req::get("/api/x").raw_header("authorization", b"Bearer \xff\xfe"), Deny(MalformedCredential)),
-        ("spoofed x-user-id without credential", Req::get("/api/x").header("x-user-id", "admin"), Deny(MissingCredentials)),
+        (
+            "duplicate api key header",
+            Req::get("/api/x").header("x-api-key", &api_key(1)).header("X-API-Key", &api_key(1)),
+            Deny(DuplicateCredential),
+        ),
+        (
+            "jwt plus api key",
+            Req::get("/api/x").bearer(&good).header("x-api-key", &api_key(1)),
+            Deny(ConflictingCredentials),
+        ),
+        (
+            "non-utf8 authorization",
+            Req::get("/api/x").raw_header("authorization", b"Bearer \xff\xfe"),
+            Deny(MalformedCredential),
+        ),
+        (
+            "spoofed x-user-id without credential",
+            Req::get("/api/x").header("x-user-id", "admin"),
+            Deny(MissingCredentials),
+        ),
         // API keys.
         ("api key header ok", Req::get("/api/x").header("x-api-key", &api_key(1)), Allow(&[("x-key-id", "key_good")])),
         ("api key as bearer", Req::get("/api/x").bearer(&api_key(1)), Allow(&[("x-auth-method", "api_key")])),
         ("unknown api key", Req::get("/api/x").header("x-api-key", &api_key(9)), Deny(UnknownApiKey)),
         ("expired api key", Req::get("/api/x").header("x-api-key", &api_key(2)), Deny(ApiKeyExpired)),
         ("revoked api key", Req::get("/api/x").header("x-api-key", &api_key(3)), Deny(Revoked)),
-        ("api key checksum typo", Req::get("/api/x").header("x-api-key", &{
-            let mut k = api_key(1);
-            let last = k.pop().unwrap_or('x');
-            k.push(if last == 'z' { 'y' } else { 'z' });
-            k
-        }), Deny(MalformedApiKey)),
+        (
+            "api key checksum typo",
+            Req::get("/api/x").header("x-api-key", &{
+                let mut k = api_key(1);
+                let last = k.pop().unwrap_or('x');
+                k.push(if last == 'z' { 'y' } else { 'z' });
+                k
+            }),
+            Deny(MalformedApiKey),
+        ),
         ("api key wrong shape", Req::get("/api/x").header("x-api-key", "hello"), Deny(MalformedApiKey)),
-        ("api key in service header", Req::get("/internal/x").header("x-service-key", &api_key(1)), Deny(UnknownApiKey)),
+        (
+            "api key in service header",
+            Req::get("/internal/x").header("x-service-key", &api_key(1)),
+            Deny(UnknownApiKey),
+        ),
         // Service, admin, guest.
-        ("service key", Req::get("/internal/jobs").header("x-service-key", &service_key()),
-         Allow(&[("x-auth-method", "service"), ("x-user-id", "billing-svc")])),
+        (
+            "service key",
+            Req::get("/internal/jobs").header("x-service-key", &service_key()),
+            Allow(&[("x-auth-method", "service"), ("x-user-id", "billing-svc")]),
+        ),
         ("jwt on service route", Req::get("/internal/jobs").bearer(&good), Deny(CredentialNotAccepted)),
         ("admin key", Req::get("/ops/flush").header("x-admin-key", &admin_key()), Allow(&[("x-auth-method", "admin")])),
         ("admin key on api", Req::get("/api/x").header("x-admin-key", &admin_key()), Allow(&[("x-user-id", "root")])),
-        ("guest read", Req::get("/catalog/items").header("x-guest-id", "g-123"),
-         Allow(&[("x-auth-method", "guest"), ("x-guest-id", "g-123")])),
+        (
+            "guest read",
+            Req::get("/catalog/items").header("x-guest-id", "g-123"),
+            Allow(&[("x-auth-method", "guest"), ("x-guest-id", "g-123")]),
+        ),
         ("guest write", Req::new("POST", "/catalog/items").header("x-guest-id", "g-123"), Deny(GuestReadOnly)),
         ("guest header off guest routes", Req::get("/api/x").header("x-guest-id", "g-123"), Deny(MissingCredentials)),
         ("guest id malformed", Req::get("/catalog/items").header("x-guest-id", "bad id!"), Deny(MalformedCredential)),
-        ("guest plus jwt conflict", Req::get("/catalog/items").header("x-guest-id", "g").bearer(&good), Deny(ConflictingCredentials)),
+        (
+            "guest plus jwt conflict",
+            Req::get("/catalog/items").header("x-guest-id", "g").bearer(&good),
+            Deny(ConflictingCredentials),
+        ),
     ]
 }
 

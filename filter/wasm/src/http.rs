@@ -46,7 +46,12 @@ impl Http {
     fn fail(&mut self) -> Action {
         self.metrics.host_failure();
         let (mode, realm, details, extra) = match &self.engine {
-            Some(e) => (e.config.failure_mode, e.config.realm.clone(), e.config.problem_details, e.config.security_headers.clone()),
+            Some(e) => (
+                e.config.failure_mode,
+                e.config.realm.clone(),
+                e.config.problem_details,
+                e.config.security_headers.clone(),
+            ),
             None => (FailureMode::Closed, "meshgate".to_owned(), ProblemDetails::Full, Vec::new()),
         };
         match mode {

@@ -31,8 +31,13 @@ fn bump(id: Option<u32>) {
     }
 }
 
-const METHODS: [CredentialKind; 5] =
-    [CredentialKind::Jwt, CredentialKind::ApiKey, CredentialKind::Service, CredentialKind::Admin, CredentialKind::Guest];
+const METHODS: [CredentialKind; 5] = [
+    CredentialKind::Jwt,
+    CredentialKind::ApiKey,
+    CredentialKind::Service,
+    CredentialKind::Admin,
+    CredentialKind::Guest,
+];
 
 impl Metrics {
     /// Defines every counter.
