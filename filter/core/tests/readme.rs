@@ -1,0 +1,14 @@
+//! The README's configuration example must stay valid: it is compiled here.
+
+#[test]
+fn readme_config_example_compiles() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("## Configuration reference").unwrap_or_else(|| panic!("README lost its config section"));
+    let section = &readme[start..];
+    let open = section.find("```json\n").unwrap_or_else(|| panic!("no json block in the config section")) + 8;
+    let close = section[open..].find("```").unwrap_or_else(|| panic!("unterminated json block")) + open;
+    let config = meshgate_core::compile(section[open..close].as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.routes.len(), 10);
+    assert_eq!(config.keyring.keys.len(), 2);
+    assert_eq!(config.realm, "example");
+}
