@@ -10,6 +10,7 @@ use crate::jwt::{Issuer, KeyRing, VerifyKey};
 use crate::keystore::{KeyEntry, KeyKindTag, KeyStore};
 use crate::path::PathLimits;
 use crate::policy::CompiledPolicy;
+use crate::ratelimit::RateLimits;
 use crate::route::Route;
 use meshgate_wire::config::{FailureMode, IssuerConfig, KeyRecord, PluginConfig, ProblemDetails};
 use std::collections::HashSet;
@@ -66,6 +67,8 @@ pub struct CompiledConfig {
     pub path_limits: PathLimits,
     /// Whether path matching ignores ASCII case.
     pub case_insensitive: bool,
+    /// Rate limits and abuse controls.
+    pub rate_limits: RateLimits,
 }
 
 fn compile_issuer(cfg: &IssuerConfig, index: usize, ring: &mut KeyRing) -> Result<(), ConfigError> {
@@ -213,5 +216,6 @@ pub fn compile_parsed(cfg: &PluginConfig) -> Result<CompiledConfig, ConfigError>
         security_headers: security_headers(cfg)?,
         path_limits: PathLimits { max_bytes: max_path, allow_parameters: cfg.paths.allow_path_parameters },
         case_insensitive,
+        rate_limits: RateLimits::compile(&cfg.rate_limits)?,
     })
 }

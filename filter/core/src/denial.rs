@@ -67,6 +67,13 @@ pub enum Reason {
     WrongApp,
     /// A guest tried an unsafe method.
     GuestReadOnly,
+    /// The client IP is banned after repeated lockouts.
+    Banned,
+    // 429
+    /// A rate limit's quota is spent.
+    RateLimited,
+    /// The client IP is locked out after repeated violations.
+    LockedOut,
     // 503
     /// The filter cannot decide and the failure mode is closed.
     Unavailable,
@@ -83,7 +90,7 @@ enum Challenge {
 
 impl Reason {
     /// Every reason, for defining one metric each at configure time.
-    pub const ALL: [Reason; 29] = {
+    pub const ALL: [Reason; 32] = {
         use Reason::*;
         [
             InvalidPath,
@@ -114,6 +121,9 @@ impl Reason {
             InsufficientScope,
             WrongApp,
             GuestReadOnly,
+            Banned,
+            RateLimited,
+            LockedOut,
             Unavailable,
         ]
     };
@@ -123,7 +133,8 @@ impl Reason {
         use Reason::*;
         match self {
             InvalidPath | DuplicateCredential | ConflictingCredentials | MalformedCredential => 400,
-            RouteDenied | InsufficientRole | InsufficientScope | WrongApp | GuestReadOnly => 403,
+            RouteDenied | InsufficientRole | InsufficientScope | WrongApp | GuestReadOnly | Banned => 403,
+            RateLimited | LockedOut => 429,
             Unavailable => 503,
             _ => 401,
         }
@@ -161,6 +172,9 @@ impl Reason {
             InsufficientScope => "insufficient-scope",
             WrongApp => "wrong-app",
             GuestReadOnly => "guest-read-only",
+            Banned => "banned",
+            RateLimited => "rate-limited",
+            LockedOut => "locked-out",
             Unavailable => "unavailable",
         }
     }
@@ -197,6 +211,9 @@ impl Reason {
             InsufficientScope => "Missing required scope",
             WrongApp => "Credential belongs to another app",
             GuestReadOnly => "Guests may only read",
+            Banned => "Client banned",
+            RateLimited => "Too many requests",
+            LockedOut => "Client locked out after repeated violations",
             Unavailable => "Authorization unavailable",
         }
     }
@@ -204,7 +221,7 @@ impl Reason {
     fn challenge(self) -> Challenge {
         match self.status() {
             400 => Challenge::InvalidRequest,
-            403 if self != Reason::RouteDenied => Challenge::InsufficientScope,
+            403 if !matches!(self, Reason::RouteDenied | Reason::Banned) => Challenge::InsufficientScope,
             401 if self == Reason::MissingCredentials => Challenge::None,
             401 => Challenge::InvalidToken,
             _ => Challenge::None,
@@ -221,6 +238,8 @@ pub struct Denial {
     pub route: Option<String>,
     /// Scopes the route requires, advertised on 403 `insufficient_scope`.
     pub required_scopes: Vec<String>,
+    /// Extra response headers (`Retry-After`, `RateLimit`…).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A response the filter sends instead of forwarding the request.
@@ -246,14 +265,14 @@ fn quoted(value: &str) -> String {
 impl Denial {
     /// A denial with no route context.
     pub fn new(reason: Reason) -> Self {
-        Self { reason, route: None, required_scopes: Vec::new() }
+        Self { reason, route: None, required_scopes: Vec::new(), headers: Vec::new() }
     }
 
     /// The `WWW-Authenticate` value, if the status calls for one.
     pub fn www_authenticate(&self, realm: &str) -> Option<String> {
         let realm = quoted(realm);
         let status = self.reason.status();
-        if !matches!(status, 400 | 401 | 403) || self.reason == Reason::RouteDenied {
+        if !matches!(status, 400 | 401 | 403) || matches!(self.reason, Reason::RouteDenied | Reason::Banned) {
             return None;
         }
         Some(match self.reason.challenge() {
@@ -296,6 +315,7 @@ impl Denial {
         if let Some(challenge) = self.www_authenticate(realm) {
             headers.push(("www-authenticate".to_owned(), challenge));
         }
+        headers.extend(self.headers.iter().cloned());
         LocalResponse { status: reason.status(), headers, body: serde_json::Value::Object(body).to_string() }
     }
 }

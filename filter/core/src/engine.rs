@@ -9,9 +9,11 @@ use crate::identity::Identity;
 use crate::keystore::KeyKindTag;
 use crate::path;
 use crate::policy::CompiledPolicy;
+use crate::ratelimit::table::{CounterStore, StoreError};
+use crate::ratelimit::{LimitInput, LimitOutcome, LimitReport, Refusal};
 use crate::revocation::Revocations;
 use crate::route::host_of;
-use meshgate_wire::config::{Access, CredentialKind};
+use meshgate_wire::config::{Access, CredentialKind, FailureMode};
 
 /// What the filter sees of a request.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +26,8 @@ pub struct Request<'a> {
     pub authority: &'a str,
     /// All request headers, as the host lists them.
     pub headers: &'a [HeaderPair],
+    /// The TCP peer address (`source.address`), when limits need it.
+    pub peer: Option<&'a str>,
 }
 
 /// The request may go upstream, with these header changes.
@@ -39,9 +43,13 @@ pub struct Allow<'c> {
     pub set: Vec<(&'c str, String)>,
     /// New `:path` when normalization changed it.
     pub rewrite_path: Option<String>,
+    /// Headers for the upstream's response (`RateLimit`… when configured).
+    pub response_headers: Vec<(String, String)>,
+    /// What each rate-limit rule did (for metrics).
+    pub limits: LimitReport,
 }
 
-/// The outcome for one request. `Allow` is the common case and is returned
+/// The outcome for one request. A denial may carry a limit report too. `Allow` is the common case and is returned
 /// by value once per request, so it is not boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
@@ -59,6 +67,14 @@ pub struct Engine {
     pub config: CompiledConfig,
     /// Live revocations.
     pub revocations: Revocations,
+}
+
+fn refusal_reason(refusal: Refusal) -> Reason {
+    match refusal {
+        Refusal::Limited => Reason::RateLimited,
+        Refusal::LockedOut => Reason::LockedOut,
+        Refusal::Banned => Reason::Banned,
+    }
 }
 
 fn has_header(headers: &[HeaderPair], name: &str) -> bool {
@@ -100,8 +116,15 @@ impl Engine {
         }
     }
 
-    /// Decides one request at `now` (unix seconds).
-    pub fn decide<'c>(&'c self, req: &Request<'_>, now: u64) -> Decision<'c> {
+    /// Whether decisions need the peer address (to skip the host call).
+    pub fn needs_peer(&self) -> bool {
+        !self.config.rate_limits.is_empty()
+    }
+
+    /// Decides one request at `now_us` (microseconds since the epoch), with
+    /// rate-limit counters in `store`.
+    pub fn decide<'c>(&'c self, req: &Request<'_>, now_us: u64, store: &dyn CounterStore) -> Decision<'c> {
+        let now = now_us / 1_000_000;
         let normalized = match path::normalize(req.path, self.config.path_limits) {
             Ok(n) => n,
             Err(_) => return Decision::Deny(Denial::new(Reason::InvalidPath)),
@@ -115,11 +138,28 @@ impl Engine {
             &normalized.path
         };
         let (route, policy) = self.route(&host, match_path, req.method);
-        let deny = |reason: Reason| {
-            Decision::Deny(Denial { reason, route: Some(route.to_owned()), required_scopes: policy.scopes.clone() })
+        let deny_with = |reason: Reason, headers: Vec<(String, String)>| {
+            Decision::Deny(Denial {
+                reason,
+                route: Some(route.to_owned()),
+                required_scopes: policy.scopes.clone(),
+                headers,
+            })
         };
+        let deny = |reason: Reason| deny_with(reason, Vec::new());
         if policy.access == Access::Deny {
             return deny(Reason::RouteDenied);
+        }
+        let limits = &self.config.rate_limits;
+        let ip = if limits.is_empty() { None } else { limits.client_ip(req.peer, req.headers) };
+        match limits.blocked(store, route, ip, now_us) {
+            Ok(None) => {}
+            Ok(Some((refusal, headers))) => return deny_with(refusal_reason(refusal), headers),
+            Err(e) => {
+                if let Some(d) = self.store_failure(e, route) {
+                    return d;
+                }
+            }
         }
         let public = policy.access == Access::Public;
         let names = &self.config.headers;
@@ -139,6 +179,15 @@ impl Engine {
             Ok(p) => p,
             Err(reason) => return deny(reason),
         };
+        let input = LimitInput { route, ip, identity: permit.identity, headers: req.headers };
+        let report = match limits.check(&input, store, now_us) {
+            Ok(LimitOutcome::Pass(report)) => report,
+            Ok(LimitOutcome::Refused(refusal, report)) => return deny_with(refusal_reason(refusal), report.headers),
+            Err(e) => match self.store_failure(e, route) {
+                Some(d) => return d,
+                None => LimitReport::default(),
+            },
+        };
         let set = permit.identity.map(|id| names.inject(id)).unwrap_or_default();
         let mut remove: Vec<&str> = names
             .owned()
@@ -157,6 +206,18 @@ impl Engine {
             identity,
             remove,
             set,
+            response_headers: report.headers.clone(),
+            limits: report,
+        })
+    }
+
+    /// A counter store failure: deny with 503 when failing closed, else
+    /// `None` (limits are skipped for this request).
+    fn store_failure<'c>(&self, _error: StoreError, route: &str) -> Option<Decision<'c>> {
+        (self.config.failure_mode == FailureMode::Closed).then(|| {
+            let mut denial = Denial::new(Reason::Unavailable);
+            denial.route = Some(route.to_owned());
+            Decision::Deny(denial)
         })
     }
 }

@@ -17,6 +17,7 @@
 //! | [`revocation`] | revoked tokens, sessions, subjects and keys (O(1)) |
 //! | [`policy`] | authorization: 401 vs 403, roles, scopes, apps, guests |
 //! | [`identity`] | identity headers: owned names, safe values, injection |
+//! | [`ratelimit`] | GCRA limits and abuse lockouts over CAS shared counters |
 //! | [`denial`] | status, `WWW-Authenticate` and problem+json per reason |
 //! | [`engine`] | the pipeline tying these together |
 
@@ -34,6 +35,7 @@ pub mod jwt;
 pub mod keystore;
 pub mod path;
 pub mod policy;
+pub mod ratelimit;
 pub mod revocation;
 pub mod route;
 

@@ -5,6 +5,7 @@
 mod support;
 
 use meshgate_core::engine::Decision;
+use meshgate_core::ratelimit::table::MemoryStore;
 use meshgate_core::{Denial, Reason, compile};
 use meshgate_wire::config::ProblemDetails;
 use serde_json::{Value, json};
@@ -112,6 +113,7 @@ fn denial_rendering_follows_rfc_6750_and_9457() {
         reason: Reason::InsufficientScope,
         route: Some("reports".into()),
         required_scopes: vec!["reports:read".into()],
+        headers: Vec::new(),
     };
     let full = scope.render("meshgate", ProblemDetails::Full);
     assert_eq!(full.status, 403);
@@ -145,7 +147,7 @@ fn allowed_requests_strip_spoofed_headers_and_hide_keys() {
         .header("x-user-id", "admin")
         .header("X-User-Roles", "admin")
         .header("x-auth-method", "admin");
-    let Decision::Allow(allow) = engine.decide(&req.view(), NOW) else { panic!("denied") };
+    let Decision::Allow(allow) = engine.decide(&req.view(), NOW_US, &MemoryStore::default()) else { panic!("denied") };
     assert_eq!(allow.rewrite_path.as_deref(), Some("/api/orders?page=2"));
     let set: Vec<&str> = allow.set.iter().map(|(n, _)| *n).collect();
     assert!(set.contains(&"x-user-id") && set.contains(&"x-user-roles") && set.contains(&"x-auth-method"));
@@ -154,17 +156,17 @@ fn allowed_requests_strip_spoofed_headers_and_hide_keys() {
 
     // A spoofed header the identity does not set is removed outright.
     let req = Req::get("/api/x").header("x-api-key", &api_key(1)).header("x-session-id", "stolen");
-    let Decision::Allow(allow) = engine.decide(&req.view(), NOW) else { panic!("denied") };
+    let Decision::Allow(allow) = engine.decide(&req.view(), NOW_US, &MemoryStore::default()) else { panic!("denied") };
     assert!(allow.remove.contains(&"x-session-id"));
     assert!(allow.remove.contains(&"x-api-key"), "API key hidden from upstream");
 
     let req = Req::get("/api/x").bearer(&api_key(1));
-    let Decision::Allow(allow) = engine.decide(&req.view(), NOW) else { panic!("denied") };
+    let Decision::Allow(allow) = engine.decide(&req.view(), NOW_US, &MemoryStore::default()) else { panic!("denied") };
     assert!(allow.remove.contains(&"authorization"), "bearer API key hidden from upstream");
 
     // Anonymous on a public route: every spoofed identity header goes.
     let req = Req::get("/public/x").header("x-user-id", "admin").header("x-guest-id", "g");
-    let Decision::Allow(allow) = engine.decide(&req.view(), NOW) else { panic!("denied") };
+    let Decision::Allow(allow) = engine.decide(&req.view(), NOW_US, &MemoryStore::default()) else { panic!("denied") };
     assert!(allow.set.is_empty());
     assert!(allow.remove.contains(&"x-user-id") && allow.remove.contains(&"x-guest-id"));
     assert_eq!(allow.rewrite_path, None);
@@ -176,7 +178,9 @@ fn case_insensitive_paths_when_configured() {
     cfg["paths"] = json!({"case_insensitive": true});
     let engine = meshgate_core::Engine::new(compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}")));
     let no_admin = hs(claims(|c| c.custom.roles = Some(vec!["user".into()])));
-    let Decision::Deny(d) = engine.decide(&Req::get("/ADMIN/x").bearer(&no_admin).view(), NOW) else {
+    let Decision::Deny(d) =
+        engine.decide(&Req::get("/ADMIN/x").bearer(&no_admin).view(), NOW_US, &MemoryStore::default())
+    else {
         panic!("allowed")
     };
     assert_eq!(d.reason, Reason::InsufficientRole);

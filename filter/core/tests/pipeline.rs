@@ -7,6 +7,7 @@ mod support;
 
 use meshgate_core::Reason;
 use meshgate_core::engine::Decision;
+use meshgate_core::ratelimit::table::MemoryStore;
 use serde_json::json;
 use support::*;
 
@@ -18,7 +19,7 @@ enum Want {
 
 fn check(name: &str, req: Req, want: Want) {
     let engine = engine();
-    let decision = engine.decide(&req.view(), NOW);
+    let decision = engine.decide(&req.view(), NOW_US, &MemoryStore::default());
     match (decision, want) {
         (Decision::Allow(allow), Want::Allow(headers)) => {
             for (h, v) in headers {

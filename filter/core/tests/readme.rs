@@ -7,7 +7,7 @@ fn readme_config_example_compiles() {
     let section = &readme[start..];
     let open = section.find("```json\n").unwrap_or_else(|| panic!("no json block in the config section")) + 8;
     let close = section[open..].find("```").unwrap_or_else(|| panic!("unterminated json block")) + open;
-    let config = meshgate_core::compile(section[open..close].as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let config = meshgate_core::compile(&section.as_bytes()[open..close]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.routes.len(), 10);
     assert_eq!(config.keyring.keys.len(), 2);
     assert_eq!(config.realm, "example");

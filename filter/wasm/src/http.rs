@@ -5,6 +5,7 @@
 //! Host failures follow the configured failure mode.
 
 use crate::metrics::Metrics;
+use crate::store::SharedData;
 use meshgate_core::engine::{Allow, Decision, Request};
 use meshgate_core::{Denial, Engine, LocalResponse, Reason};
 use meshgate_wire::config::{FailureMode, ProblemDetails};
@@ -20,6 +21,8 @@ pub struct Http {
     metrics: Rc<Metrics>,
     /// Set when we answered locally: response hooks then have nothing to add.
     answered: bool,
+    /// Headers to add to the upstream's response (rate-limit fields).
+    response_headers: Vec<(String, String)>,
 }
 
 fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
@@ -29,7 +32,7 @@ fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
 impl Http {
     /// A context over the VM's engine (`None` when configuration failed).
     pub fn new(engine: Option<Rc<Engine>>, metrics: Rc<Metrics>) -> Self {
-        Self { engine, metrics, answered: false }
+        Self { engine, metrics, answered: false, response_headers: Vec::new() }
     }
 
     fn send(&mut self, response: &LocalResponse, extra: &[(String, String)]) -> Action {
@@ -85,19 +88,27 @@ impl HttpContext for Http {
         let Some(engine) = self.engine.clone() else { return self.fail() };
         let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return self.fail() };
         let Ok(now) = hostcalls::get_current_time() else { return self.fail() };
-        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now_us = now.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let peer = if engine.needs_peer() {
+            hostcalls::get_property(vec!["source", "address"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
+        } else {
+            None
+        };
         let request = Request {
             method: pseudo(&headers, ":method").unwrap_or(""),
             path: pseudo(&headers, ":path").unwrap_or("").as_bytes(),
             authority: pseudo(&headers, ":authority").or_else(|| pseudo(&headers, "host")).unwrap_or(""),
             headers: &headers,
+            peer: peer.as_deref(),
         };
-        match engine.decide(&request, now) {
+        match engine.decide(&request, now_us, &SharedData) {
             Decision::Allow(allow) => {
                 if self.apply(&allow).is_err() {
                     return self.fail();
                 }
                 self.metrics.allowed(allow.identity.as_ref().map(|i| i.method));
+                self.metrics.limits(&allow.limits);
+                self.response_headers = allow.response_headers;
                 Action::Continue
             }
             Decision::Deny(denial) => {
@@ -113,7 +124,7 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         if let Some(engine) = &self.engine {
-            for (name, value) in &engine.config.security_headers {
+            for (name, value) in engine.config.security_headers.iter().chain(&self.response_headers) {
                 if hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)).is_err() {
                     self.metrics.host_failure();
                 }

@@ -3,7 +3,8 @@
 //! The proxy-wasm module Envoy loads. Thin by design: the root context
 //! compiles the plugin configuration once ([`root`]); each HTTP context
 //! hands the request to `meshgate-core` and maps the decision to a host
-//! action ([`http`]); [`metrics`] counts outcomes. Every host call goes
+//! action ([`http`]); [`metrics`] counts outcomes; [`store`] keeps rate-limit
+//! counters in Envoy's shared data. Every host call goes
 //! through `proxy_wasm::hostcalls`, whose `Result`s are handled, rather than
 //! the `Context` helpers, which `unwrap` internally.
 //!
@@ -16,6 +17,7 @@
 pub mod http;
 pub mod metrics;
 pub mod root;
+pub mod store;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

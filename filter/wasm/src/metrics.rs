@@ -3,6 +3,8 @@
 //! `wasmcustom.meshgate.denied.token-expired`).
 
 use meshgate_core::Reason;
+use meshgate_core::config::CompiledConfig;
+use meshgate_core::ratelimit::{LimitReport, RuleEvent};
 use meshgate_wire::config::CredentialKind;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -18,6 +20,9 @@ pub struct Metrics {
     by_method: HashMap<&'static str, u32>,
     anonymous: Option<u32>,
     failures: Option<u32>,
+    /// Per rule (config order, then the abuse limit): allowed, limited,
+    /// shadow-limited.
+    rules: Vec<[Option<u32>; 3]>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -41,7 +46,7 @@ const METHODS: [CredentialKind; 5] = [
 
 impl Metrics {
     /// Defines every counter.
-    pub fn define() -> Self {
+    pub fn define(config: &CompiledConfig) -> Self {
         let mut m = Self {
             allowed: counter("meshgate.allowed"),
             denied: counter("meshgate.denied"),
@@ -60,7 +65,28 @@ impl Metrics {
                 m.by_method.insert(name, id);
             }
         }
+        let limits = &config.rate_limits;
+        let names = limits.rules.iter().map(|r| r.name.as_str()).chain(limits.abuse.as_ref().map(|_| "abuse"));
+        for name in names {
+            m.rules.push(
+                ["allowed", "limited", "shadow_limited"].map(|e| counter(&format!("meshgate.ratelimit.{name}.{e}"))),
+            );
+        }
         m
+    }
+
+    /// Counts what each rate-limit rule did.
+    pub fn limits(&self, report: &LimitReport) {
+        for (rule, event) in &report.events {
+            let index = if *rule == usize::MAX { self.rules.len().checked_sub(1) } else { Some(*rule) };
+            let ids = index.and_then(|i| self.rules.get(i));
+            let slot = match event {
+                RuleEvent::Allowed => 0,
+                RuleEvent::Limited => 1,
+                RuleEvent::ShadowLimited => 2,
+            };
+            bump(ids.and_then(|ids| ids.get(slot).copied().flatten()));
+        }
     }
 
     /// Counts an allowed request.

@@ -3,6 +3,7 @@
 
 use crate::http::Http;
 use crate::metrics::Metrics;
+use crate::store::SharedData;
 use meshgate_core::{Engine, compile};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -34,6 +35,10 @@ impl RootContext for Root {
         };
         match compile(&bytes) {
             Ok(config) => {
+                if let Err(err) = config.rate_limits.init(&SharedData) {
+                    log(LogLevel::Error, &format!("meshgate: cannot create rate-limit counters: {err}"));
+                    return false;
+                }
                 log(
                     LogLevel::Info,
                     &format!(
@@ -43,8 +48,8 @@ impl RootContext for Root {
                         config.keyring.keys.len()
                     ),
                 );
+                self.metrics = Rc::new(Metrics::define(&config));
                 self.engine = Some(Rc::new(Engine::new(config)));
-                self.metrics = Rc::new(Metrics::define());
                 true
             }
             Err(err) => {

@@ -45,6 +45,9 @@ pub struct PluginConfig {
     /// Path matching options.
     #[serde(default)]
     pub paths: PathOptions,
+    /// Rate limits and abuse controls. Default: none.
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
 }
 
 /// One route rule: a match and the policy applied when it matches.

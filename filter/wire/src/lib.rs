@@ -5,7 +5,9 @@
 //! checked forms, and the control plane produces them.
 //!
 //! * [`config`] — the plugin configuration JSON Envoy hands the filter.
+//! * [`ratelimit`] — its rate-limit and abuse-control section.
 
 pub mod config;
+pub mod ratelimit;
 
 pub use config::PluginConfig;

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use std::sync::OnceLock;
 
 pub const NOW: u64 = 1_800_000_000;
+/// `NOW` in microseconds, as `Engine::decide` takes it.
+pub const NOW_US: u64 = NOW * 1_000_000;
 pub const ISS: &str = "https://auth.test";
 pub const HS_SECRET: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 
@@ -182,6 +184,7 @@ pub struct Req {
     pub path: String,
     pub authority: String,
     pub headers: Vec<(String, Vec<u8>)>,
+    pub peer: Option<String>,
 }
 
 impl Req {
@@ -190,7 +193,13 @@ impl Req {
     }
 
     pub fn new(method: &str, path: &str) -> Self {
-        Self { method: method.into(), path: path.into(), authority: "api.example.com".into(), headers: Vec::new() }
+        Self {
+            method: method.into(),
+            path: path.into(),
+            authority: "api.example.com".into(),
+            headers: Vec::new(),
+            peer: Some("192.0.2.10:40000".into()),
+        }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -207,12 +216,23 @@ impl Req {
         self.header("authorization", &format!("Bearer {token}"))
     }
 
+    pub fn peer(mut self, peer: &str) -> Self {
+        self.peer = Some(peer.into());
+        self
+    }
+
     pub fn host(mut self, host: &str) -> Self {
         self.authority = host.into();
         self
     }
 
     pub fn view(&self) -> Request<'_> {
-        Request { method: &self.method, path: self.path.as_bytes(), authority: &self.authority, headers: &self.headers }
+        Request {
+            method: &self.method,
+            path: self.path.as_bytes(),
+            authority: &self.authority,
+            headers: &self.headers,
+            peer: self.peer.as_deref(),
+        }
     }
 }
