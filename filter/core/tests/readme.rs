@@ -12,3 +12,14 @@ fn readme_config_example_compiles() {
     assert_eq!(config.keyring.keys.len(), 2);
     assert_eq!(config.realm, "example");
 }
+
+#[test]
+fn readme_rate_limit_example_compiles() {
+    let readme = include_str!("../../../README.md");
+    let start =
+        readme.find("```json\n{\"rate_limits\"").unwrap_or_else(|| panic!("README lost its rate-limit example")) + 8;
+    let end = readme[start..].find("```").unwrap_or_else(|| panic!("unterminated json block")) + start;
+    let config = meshgate_core::compile(&readme.as_bytes()[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.rate_limits.rules.len(), 3);
+    assert!(config.rate_limits.abuse.is_some());
+}
