@@ -6,6 +6,7 @@
 #   make run     the demo: Envoy with the filter in front of an echo upstream
 #   make lint    clippy (unwrap/expect/panic denied in filter crates) + rustfmt check
 #   make fmt     format everything
+#   make bench   core micro-benchmarks
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
@@ -48,3 +49,9 @@ smoke: build $(ENVOY)
 
 clean:
 	$(CARGO) clean
+
+# Core micro-benchmarks (native): cost per decision for each credential
+# type, with a rate limit, with 10^5 revocations.
+.PHONY: bench
+bench:
+	$(CARGO) bench -p meshgate-core --bench decide
