@@ -161,6 +161,11 @@ pub fn compile(json: &[u8]) -> Result<CompiledConfig, ConfigError> {
     if json.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::new("$", "configuration is larger than 4 MiB"));
     }
+    // Derived struct deserializers also accept a JSON array (fields by
+    // position); a configuration must be an object.
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError::new("$", "the plugin configuration must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(json);
     let cfg: PluginConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -13,6 +13,7 @@ use crate::ratelimit::table::{CounterStore, StoreError};
 use crate::ratelimit::{LimitInput, LimitOutcome, LimitReport, Refusal};
 use crate::revocation::Revocations;
 use crate::route::host_of;
+use crate::token_cache::{DEFAULT_CAPACITY, TokenCache};
 use meshgate_wire::config::{Access, CredentialKind, FailureMode};
 
 /// What the filter sees of a request.
@@ -67,6 +68,8 @@ pub struct Engine {
     pub config: CompiledConfig,
     /// Live revocations.
     pub revocations: Revocations,
+    /// Verified JWTs, re-checked for expiry and revocation on every hit.
+    pub token_cache: TokenCache,
 }
 
 fn refusal_reason(refusal: Refusal) -> Reason {
@@ -84,7 +87,7 @@ fn has_header(headers: &[HeaderPair], name: &str) -> bool {
 impl Engine {
     /// An engine with no revocations.
     pub fn new(config: CompiledConfig) -> Self {
-        Self { config, revocations: Revocations::default() }
+        Self { config, revocations: Revocations::default(), token_cache: TokenCache::new(DEFAULT_CAPACITY) }
     }
 
     fn route<'c>(&'c self, host: &str, path: &str, method: &str) -> (&'c str, &'c CompiledPolicy) {
@@ -99,7 +102,7 @@ impl Engine {
         let keys = &self.config.keys;
         let rev = &self.revocations;
         match credential {
-            Credential::Jwt(token) => self.config.keyring.verify(token, rev, now),
+            Credential::Jwt(token) => self.verify_jwt(token, now),
             Credential::ApiKey { key, .. } => keys.verify(KeyKindTag::Api, key, rev, now),
             Credential::Service(key) => keys.verify(KeyKindTag::Service, key, rev, now),
             Credential::Admin(key) => keys.verify(KeyKindTag::Admin, key, rev, now),
@@ -119,6 +122,20 @@ impl Engine {
     /// Whether decisions need the peer address (to skip the host call).
     pub fn needs_peer(&self) -> bool {
         !self.config.rate_limits.is_empty()
+    }
+
+    fn verify_jwt(&self, token: &str, now: u64) -> Result<Identity, Reason> {
+        if token.len() > self.config.keyring.max_token_bytes {
+            return Err(Reason::TokenTooLarge);
+        }
+        let key = TokenCache::key(token);
+        if let Some(hit) = self.token_cache.get(&key, &self.revocations, now) {
+            return hit;
+        }
+        let verified = self.config.keyring.verify(token, &self.revocations, now)?;
+        let identity = verified.identity.clone();
+        self.token_cache.put(key, verified);
+        Ok(identity)
     }
 
     /// Decides one request at `now_us` (microseconds since the epoch), with

@@ -10,6 +10,7 @@ use crate::denial::Reason;
 use crate::identity::{Identity, is_header_safe_token};
 use crate::jwk::{Algorithm, KeyMaterial};
 use crate::revocation::Revocations;
+use crate::token_cache::Verified;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::JWTError;
@@ -184,8 +185,9 @@ impl KeyRing {
         }
     }
 
-    /// Verifies `token` at `now` (unix seconds) and returns the identity.
-    pub fn verify(&self, token: &str, revocations: &Revocations, now: u64) -> Result<Identity, Reason> {
+    /// Verifies `token` at `now` (unix seconds): the identity plus what a
+    /// cache needs to re-check it later.
+    pub fn verify(&self, token: &str, revocations: &Revocations, now: u64) -> Result<Verified, Reason> {
         if token.len() > self.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
@@ -222,10 +224,8 @@ impl KeyRing {
         self.identity(issuer, claims)
     }
 
-    fn identity(&self, issuer: &Issuer, claims: JWTClaims<ExtraClaims>) -> Result<Identity, Reason> {
-        if claims.expires_at.is_none() {
-            return Err(Reason::MissingClaim);
-        }
+    fn identity(&self, issuer: &Issuer, claims: JWTClaims<ExtraClaims>) -> Result<Verified, Reason> {
+        let Some(exp) = claims.expires_at else { return Err(Reason::MissingClaim) };
         for required in &issuer.required_claims {
             let present = match required.as_str() {
                 "sub" => claims.subject.is_some(),
@@ -250,7 +250,10 @@ impl KeyRing {
         if !subject.is_empty() && !is_header_safe_token(&subject) {
             return Err(Reason::InvalidClaim);
         }
-        Ok(Identity {
+        let valid_until = exp.as_secs().saturating_add(issuer.skew_secs);
+        let jti = claims.jwt_id;
+        let iat = claims.issued_at.map(|t| t.as_secs());
+        let identity = Identity {
             method: CredentialKind::Jwt,
             subject,
             roles: safe_list(extra.roles.unwrap_or_default())?,
@@ -259,6 +262,7 @@ impl KeyRing {
             key_id: None,
             session_id: safe_opt(extra.sid)?,
             guest_id: None,
-        })
+        };
+        Ok(Verified { identity, valid_until, jti, iat })
     }
 }

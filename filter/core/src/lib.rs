@@ -14,6 +14,7 @@
 //! | [`credential`] | which single credential a request carries |
 //! | [`jwk`], [`jwt`] | keys pinned to algorithms; JWT verification |
 //! | [`apikey`], [`keystore`] | the API key format; digest lookup of keys |
+//! | [`token_cache`] | verified JWTs by digest, re-checked for expiry and revocation |
 //! | [`revocation`] | revoked tokens, sessions, subjects and keys (O(1)) |
 //! | [`policy`] | authorization: 401 vs 403, roles, scopes, apps, guests |
 //! | [`identity`] | identity headers: owned names, safe values, injection |
@@ -38,6 +39,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod revocation;
 pub mod route;
+pub mod token_cache;
 
 pub use config::{CompiledConfig, ConfigError, compile};
 pub use denial::{Denial, LocalResponse, Reason};

@@ -87,6 +87,8 @@ fn bad_configs_name_the_field() {
         assert_eq!(field_of(config.clone()), field, "config {config}");
     }
     assert_eq!(compile(b"not json").map_err(|e| e.field).err(), Some("$".to_owned()));
+    assert_eq!(compile(b" []").map_err(|e| e.field).err(), Some("$".to_owned()), "arrays are not configs");
+    assert_eq!(compile(b"").map_err(|e| e.field).err(), Some("$".to_owned()));
     assert!(compile(&vec![b' '; 5 * 1024 * 1024]).is_err());
     assert!(compile(b"{}").is_ok(), "an empty config is valid (and denies everything)");
 }

@@ -418,3 +418,63 @@ fn pipeline_table() {
         check(name, req, want);
     }
 }
+
+#[test]
+fn cached_tokens_still_honour_revocation_and_expiry() {
+    use meshgate_core::ratelimit::table::MemoryStore;
+    let store = MemoryStore::default();
+    let mut engine = engine();
+    let token = es(claims(|c| {
+        c.jwt_id = Some("jti-cache".into());
+        c.custom.sid = Some("sid-cache".into());
+    }));
+    let req = Req::get("/api/x").bearer(&token);
+    let decide = |e: &meshgate_core::Engine, at: u64| match e.decide(&req.view(), at * 1_000_000, &store) {
+        Decision::Allow(_) => None,
+        Decision::Deny(d) => Some(d.reason),
+    };
+    assert_eq!(decide(&engine, NOW), None);
+    assert_eq!(engine.token_cache.len(), 1, "verified token cached");
+    assert_eq!(decide(&engine, NOW), None, "cache hit");
+    // Expiry is re-checked on hits (exp = NOW + 900, skew 30).
+    assert_eq!(decide(&engine, NOW + 930), None);
+    assert_eq!(decide(&engine, NOW + 931), Some(Reason::TokenExpired));
+    // Revocations made after caching apply at once: token, session, subject.
+    engine.revocations.revoke_session("sid-cache", NOW + 3600);
+    assert_eq!(decide(&engine, NOW), Some(Reason::Revoked));
+    let mut engine = self::engine();
+    assert_eq!(decide(&engine, NOW), None);
+    engine.revocations.revoke_subject("user-1", NOW, NOW + 3600);
+    assert_eq!(decide(&engine, NOW), Some(Reason::Revoked));
+    let mut engine = self::engine();
+    assert_eq!(decide(&engine, NOW), None);
+    engine.revocations.revoke_token("jti-cache", NOW + 3600);
+    assert_eq!(decide(&engine, NOW), Some(Reason::Revoked));
+    // Failures are not cached.
+    let engine = self::engine();
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let bad = Req::get("/api/x").bearer(&forged);
+    assert!(matches!(engine.decide(&bad.view(), NOW_US, &store), Decision::Deny(_)));
+    assert!(engine.token_cache.is_empty());
+}
+
+#[test]
+fn token_cache_is_bounded() {
+    let cache = meshgate_core::token_cache::TokenCache::new(3);
+    let identity = meshgate_core::identity::Identity {
+        method: meshgate_wire::config::CredentialKind::Jwt,
+        subject: "u".into(),
+        roles: Vec::new(),
+        scopes: Vec::new(),
+        app_id: None,
+        key_id: None,
+        session_id: None,
+        guest_id: None,
+    };
+    for i in 0..10u8 {
+        let v =
+            meshgate_core::token_cache::Verified { identity: identity.clone(), valid_until: NOW, jti: None, iat: None };
+        cache.put([i; 32], v);
+        assert!(cache.len() <= 3);
+    }
+}

@@ -1,0 +1,102 @@
+//! A bounded cache of verified JWTs, keyed by the token's SHA-256.
+//!
+//! Signature checks dominate the cost of asymmetric tokens (tens to
+//! hundreds of microseconds for ES256/RS256 in V8), and clients send the
+//! same token many times. A hit costs one SHA-256 of the token and a map
+//! lookup. Safety is unchanged: on every hit `exp` is re-checked and the
+//! revocation set is consulted with the cached claims, so a revocation
+//! takes effect at once; only successful verifications are stored; the
+//! cache is per engine, so new configuration or keys start it empty.
+
+use crate::identity::Identity;
+use crate::revocation::Revocations;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Entries kept before the cache is emptied and refilled.
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// What a hit needs: the identity and the claims revocation looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The identity the token proved.
+    pub identity: Identity,
+    /// `exp` plus the issuer's skew: the last second the token is valid.
+    pub valid_until: u64,
+    /// `jti`.
+    pub jti: Option<String>,
+    /// `iat`.
+    pub iat: Option<u64>,
+}
+
+/// The cache. Interior mutability: engines are shared read-only.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: RefCell<HashMap<[u8; 32], Verified>>,
+    capacity: usize,
+}
+
+impl Clone for TokenCache {
+    fn clone(&self) -> Self {
+        // A clone is a new engine: it starts cold.
+        Self::new(self.capacity)
+    }
+}
+
+impl TokenCache {
+    /// An empty cache holding at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: RefCell::new(HashMap::new()), capacity }
+    }
+
+    /// The cache key of a token.
+    pub fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// A still-valid, unrevoked identity for `key`; `Err` carries the
+    /// reason a cached token is now refused (expired or revoked).
+    pub fn get(&self, key: &[u8; 32], revocations: &Revocations, now: u64) -> Option<Result<Identity, crate::Reason>> {
+        let entries = self.entries.borrow();
+        let hit = entries.get(key)?;
+        if now > hit.valid_until {
+            return Some(Err(crate::Reason::TokenExpired));
+        }
+        let id = &hit.identity;
+        let subject = Some(id.subject.as_str()).filter(|s| !s.is_empty());
+        if revocations.token_revoked(hit.jti.as_deref(), id.session_id.as_deref(), subject, hit.iat) {
+            return Some(Err(crate::Reason::Revoked));
+        }
+        Some(Ok(id.clone()))
+    }
+
+    /// Stores a verified token.
+    pub fn put(&self, key: [u8; 32], verified: Verified) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= self.capacity {
+            // Emptying is O(n) once per `capacity` insertions and keeps the
+            // memory bound exact without per-entry bookkeeping.
+            entries.clear();
+        }
+        entries.insert(key, verified);
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets everything (keys or issuers changed).
+    pub fn clear(&self) {
+        self.entries.borrow_mut().clear();
+    }
+}

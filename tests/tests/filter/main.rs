@@ -1,0 +1,13 @@
+//! Scenario tests of the compiled filter (`make build` → `meshgate_filter.wasm`) on the
+//! wasmtime host. One test binary so the 1 MB module is compiled once for all of them.
+
+mod common;
+
+mod allow;
+mod config;
+mod deny;
+mod fuzz;
+mod multi_vm;
+mod paths;
+mod ratelimit;
+mod spoofing;

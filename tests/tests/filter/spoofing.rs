@@ -1,0 +1,73 @@
+//! Anti-spoofing: identity headers sent by the client never reach the upstream; only values
+//! from a verified credential do.
+
+use serde_json::json;
+
+use crate::common::*;
+
+const SPOOFED: [(&str, &str); 8] = [
+    ("x-user-id", "attacker"),
+    ("X-User-Roles", "admin"),
+    ("x-user-scopes", "reports:write"),
+    ("X-APP-ID", "billing"),
+    ("x-auth-method", "admin"),
+    ("x-key-id", "adm-1"),
+    ("x-session-id", "stolen"),
+    ("x-guest-id", "guest-1"),
+];
+
+fn spoof(path: &str, extra: &[(&str, &str)]) -> meshgate_tests::ScenarioResult {
+    let mut headers: Vec<(&str, &str)> = SPOOFED.to_vec();
+    headers.extend_from_slice(extra);
+    get(path, &headers)
+}
+
+#[test]
+fn anonymous_public_request_loses_every_spoofed_header() {
+    let r = spoof("/health", &[]);
+    let h = r.allowed();
+    for (name, _) in SPOOFED {
+        assert!(!h.contains(name), "{name} survived: {h:?}");
+    }
+}
+
+#[test]
+fn spoofed_values_are_replaced_not_appended() {
+    let t = token_with(json!({"app_id": null, "sid": null}));
+    let r = spoof("/api/x", &[("authorization", &format!("Bearer {t}"))]);
+    let h = r.allowed();
+    assert_eq!(h.get_all("x-user-id"), ["user-42"]);
+    assert_eq!(h.get_all("x-user-roles"), ["admin,dev"]);
+    assert_eq!(h.get_all("x-auth-method"), ["jwt"]);
+    // Claims the token lacks must not be filled from the client's copy.
+    for name in ["x-app-id", "x-session-id", "x-key-id", "x-guest-id"] {
+        assert!(!h.contains(name), "{name} survived: {h:?}");
+    }
+}
+
+#[test]
+fn repeated_spoofed_headers_are_all_removed() {
+    let r = get("/health", &[("x-user-id", "a"), ("x-user-id", "b"), ("X-User-Id", "c")]);
+    assert!(!r.allowed().contains("x-user-id"));
+}
+
+#[test]
+fn spoofed_headers_do_not_grant_access() {
+    // A client claiming admin roles without a credential is still anonymous.
+    let r = spoof("/admin/users", &[]);
+    assert_denied(&r, 401, "missing-credentials");
+}
+
+#[test]
+fn custom_identity_header_names_are_stripped_too() {
+    let r = scenario_on(config_with(json!({"headers": {"user_id": "x-principal"}})))
+        .request(|r| r.path("/health").header("x-principal", "attacker"))
+        .run();
+    assert!(!r.allowed().contains("x-principal"));
+}
+
+#[test]
+fn guest_header_on_a_non_guest_public_route_is_stripped() {
+    let r = get("/health", &[("x-guest-id", "guest-1")]);
+    assert!(!r.allowed().contains("x-guest-id"));
+}
