@@ -6,7 +6,7 @@
 #   make run     the demo: Envoy with the filter in front of an echo upstream
 #   make lint    clippy (unwrap/expect/panic denied in filter crates) + rustfmt check
 #   make fmt     format everything
-#   make bench   core micro-benchmarks
+#   make bench   core micro-benchmarks; make bench-cp: control-plane throughput
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
@@ -26,9 +26,10 @@ build: wasm-target
 	@ls -l $(WASM) | awk '{print "built " $$NF " (" $$5 " bytes)"}'
 
 # The wasmtime harness checks that the .wasm is newer than filter/ sources, so
-# `test` always builds it first.
-test: build
+# `test` always builds it first; then the real-Envoy end-to-end runner.
+test: build $(ENVOY)
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory envoy-e2e
 
 lint: wasm-target
 	$(CARGO) fmt --all --check
@@ -52,6 +53,13 @@ clean:
 
 # Core micro-benchmarks (native): cost per decision for each credential
 # type, with a rate limit, with 10^5 revocations.
-.PHONY: bench
+.PHONY: bench bench-cp
 bench:
 	$(CARGO) bench -p meshgate-core --bench decide
+
+# Control-plane throughput on SQLite, in process: POST /api/v1/apikeys/verify
+# and POST /api/v1/auth/refresh (args: seconds per endpoint, clients). A thin
+# LTO keeps the build short; the numbers are for comparison between commits.
+bench-cp:
+	CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+		$(CARGO) run --release -p meshgate --example bench -- 5 8

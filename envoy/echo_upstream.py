@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    # A burst through Envoy opens dozens of upstream connections at once: the
+    # default backlog of 5 drops SYNs and Envoy's 1 s connect timeout turns
+    # that into 503s. Nagle plus delayed ACKs would add ~40 ms per response.
+    ThreadingHTTPServer.request_queue_size = 512
+    EchoHandler.disable_nagle_algorithm = True
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.allow_reuse_address = True
     server = ThreadingHTTPServer((args.host, args.port), EchoHandler)

@@ -43,3 +43,11 @@ envoy-validate: $(ENVOY)
 	python3 envoy/render.py --wasm $(WASM) --out $$tmp/demo.yaml && \
 	$(ENVOY) --mode validate -c $$tmp/demo.yaml --disable-hot-restart --log-level warning
 
+# End-to-end tests against a real Envoy (2 workers): rate limits across workers, abuse
+# lockout, shadow rules, the request pipeline, bad-config refusal. Needs the .wasm
+# (`make build`); the top-level `test` target runs it after building.
+MESHGATE_WASM ?= $(WASM)
+
+.PHONY: envoy-e2e
+envoy-e2e: $(ENVOY)
+	ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) python3 envoy/e2e/run.py

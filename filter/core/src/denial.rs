@@ -240,6 +240,8 @@ pub struct Denial {
     pub required_scopes: Vec<String>,
     /// Extra response headers (`Retry-After`, `RateLimit`…).
     pub headers: Vec<(String, String)>,
+    /// What each rate-limit rule did before the refusal (for metrics).
+    pub limit_events: Vec<(usize, crate::ratelimit::RuleEvent)>,
 }
 
 /// A response the filter sends instead of forwarding the request.
@@ -265,7 +267,7 @@ fn quoted(value: &str) -> String {
 impl Denial {
     /// A denial with no route context.
     pub fn new(reason: Reason) -> Self {
-        Self { reason, route: None, required_scopes: Vec::new(), headers: Vec::new() }
+        Self { reason, route: None, required_scopes: Vec::new(), headers: Vec::new(), limit_events: Vec::new() }
     }
 
     /// The `WWW-Authenticate` value, if the status calls for one.

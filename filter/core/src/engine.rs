@@ -155,14 +155,15 @@ impl Engine {
             &normalized.path
         };
         let (route, policy) = self.route(&host, match_path, req.method);
-        let deny_with = |reason: Reason, headers: Vec<(String, String)>| {
-            Decision::Deny(Denial {
-                reason,
-                route: Some(route.to_owned()),
-                required_scopes: policy.scopes.clone(),
-                headers,
-            })
+        let denial = |reason: Reason| Denial {
+            reason,
+            route: Some(route.to_owned()),
+            required_scopes: policy.scopes.clone(),
+            headers: Vec::new(),
+            limit_events: Vec::new(),
         };
+        let deny_with =
+            |reason: Reason, headers: Vec<(String, String)>| Decision::Deny(Denial { headers, ..denial(reason) });
         let deny = |reason: Reason| deny_with(reason, Vec::new());
         if policy.access == Access::Deny {
             return deny(Reason::RouteDenied);
@@ -199,7 +200,14 @@ impl Engine {
         let input = LimitInput { route, ip, identity: permit.identity, headers: req.headers };
         let report = match limits.check(&input, store, now_us) {
             Ok(LimitOutcome::Pass(report)) => report,
-            Ok(LimitOutcome::Refused(refusal, report)) => return deny_with(refusal_reason(refusal), report.headers),
+            Ok(LimitOutcome::Refused(refusal, report)) => {
+                let reason = refusal_reason(refusal);
+                return Decision::Deny(Denial {
+                    headers: report.headers,
+                    limit_events: report.events,
+                    ..denial(reason)
+                });
+            }
             Err(e) => match self.store_failure(e, route) {
                 Some(d) => return d,
                 None => LimitReport::default(),

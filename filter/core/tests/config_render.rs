@@ -116,6 +116,7 @@ fn denial_rendering_follows_rfc_6750_and_9457() {
         route: Some("reports".into()),
         required_scopes: vec!["reports:read".into()],
         headers: Vec::new(),
+        limit_events: Vec::new(),
     };
     let full = scope.render("meshgate", ProblemDetails::Full);
     assert_eq!(full.status, 403);

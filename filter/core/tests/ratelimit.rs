@@ -59,7 +59,9 @@ fn refusals_carry_ietf_fields_and_retry_after() {
     let req = Req::get("/public/x");
     assert!(outcome(&engine, &req, NOW_US, &store).is_ok());
     assert!(outcome(&engine, &req, NOW_US, &store).is_ok());
-    let Err((reason, headers)) = outcome(&engine, &req, NOW_US, &store) else { panic!("third request admitted") };
+    let Decision::Deny(denial) = engine.decide(&req.view(), NOW_US, &store) else { panic!("third request admitted") };
+    assert_eq!(denial.limit_events, vec![(0, RuleEvent::Limited)], "refusals report their rule for metrics");
+    let (reason, headers) = (denial.reason, denial.headers);
     assert_eq!(reason, Reason::RateLimited);
     assert_eq!(header(&headers, "ratelimit-policy"), Some("\"per-ip\";q=2;w=10"));
     assert_eq!(header(&headers, "ratelimit"), Some("\"per-ip\";r=0;t=10"));
@@ -67,8 +69,14 @@ fn refusals_carry_ietf_fields_and_retry_after() {
     assert_eq!(header(&headers, "x-ratelimit-limit"), None, "legacy fields are opt-in");
     // Five seconds later one request fits again.
     assert!(outcome(&engine, &req, NOW_US + 5 * S, &store).is_ok());
-    let rendered = meshgate_core::Denial { reason, route: None, required_scopes: Vec::new(), headers: headers.clone() }
-        .render("meshgate", meshgate_wire::config::ProblemDetails::Full);
+    let rendered = meshgate_core::Denial {
+        reason,
+        route: None,
+        required_scopes: Vec::new(),
+        headers: headers.clone(),
+        limit_events: Vec::new(),
+    }
+    .render("meshgate", meshgate_wire::config::ProblemDetails::Full);
     assert_eq!(rendered.status, 429);
     assert!(rendered.body.contains("urn:meshgate:problem:rate-limited"));
 }

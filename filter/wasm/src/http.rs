@@ -107,12 +107,13 @@ impl HttpContext for Http {
                     return self.fail();
                 }
                 self.metrics.allowed(allow.identity.as_ref().map(|i| i.method));
-                self.metrics.limits(&allow.limits);
+                self.metrics.limits(&allow.limits.events);
                 self.response_headers = allow.response_headers;
                 Action::Continue
             }
             Decision::Deny(denial) => {
                 self.metrics.denied(denial.reason);
+                self.metrics.limits(&denial.limit_events);
                 let response = denial.render(&engine.config.realm, engine.config.problem_details);
                 self.send(&response, &engine.config.security_headers)
             }

@@ -4,7 +4,7 @@
 
 use meshgate_core::Reason;
 use meshgate_core::config::CompiledConfig;
-use meshgate_core::ratelimit::{LimitReport, RuleEvent};
+use meshgate_core::ratelimit::RuleEvent;
 use meshgate_wire::config::CredentialKind;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -76,8 +76,8 @@ impl Metrics {
     }
 
     /// Counts what each rate-limit rule did.
-    pub fn limits(&self, report: &LimitReport) {
-        for (rule, event) in &report.events {
+    pub fn limits(&self, events: &[(usize, RuleEvent)]) {
+        for (rule, event) in events {
             let index = if *rule == usize::MAX { self.rules.len().checked_sub(1) } else { Some(*rule) };
             let ids = index.and_then(|i| self.rules.get(i));
             let slot = match event {

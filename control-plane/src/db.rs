@@ -1,0 +1,120 @@
+//! Storage: one sqlx `Any` pool over SQLite (WAL, the default) or PostgreSQL,
+//! the same SQL for both (`$n` placeholders work on each), embedded migrations,
+//! and the change counter the sync feed reads.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Row};
+
+/// An open transaction.
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file (single node).
+    Sqlite,
+    /// PostgreSQL (several replicas).
+    Postgres,
+}
+
+/// The connection pool and what it talks to.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The pool.
+    pub pool: AnyPool,
+    /// The backend kind.
+    pub backend: Backend,
+}
+
+/// Counters kept in the `counters` table.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter {
+    /// Versions of rows the sync feed ships.
+    Change,
+    /// Audit log sequence numbers.
+    Audit,
+}
+
+impl Db {
+    /// Connects and runs pending migrations. For SQLite the parent directory
+    /// is created; sqlx's SQLite defaults give WAL, `foreign_keys=ON` and a
+    /// 5 s busy timeout.
+    pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
+        };
+        if backend == Backend::Sqlite
+            && let Some(dir) = sqlite_parent_dir(url)
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Explicit, although sqlx defaults to WAL: readers never
+                        // block the writer.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: a
+    /// deferred transaction that reads and then writes fails with
+    /// `SQLITE_BUSY_SNAPSHOT` when another writer committed in between, while
+    /// an immediate one waits for the write lock (busy timeout) up front.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+}
+
+/// Increments a counter inside `tx` and returns the new value. The row lock
+/// held until commit serialises writers, so versions become visible in order.
+pub async fn bump(tx: &mut Tx, counter: Counter) -> Result<i64, sqlx::Error> {
+    let name = match counter {
+        Counter::Change => "change",
+        Counter::Audit => "audit",
+    };
+    let row = sqlx::query("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
+    row.try_get::<i64, _>(0)
+}
+
+/// The current change version (what the sync feed compares `since` with).
+pub async fn change_version(db: &Db) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT value FROM counters WHERE name = 'change'").fetch_one(&db.pool).await?;
+    row.try_get::<i64, _>(0)
+}
+
+/// The directory part of a `sqlite://path?…` URL, if it names a file.
+fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return None;
+    }
+    std::path::Path::new(path).parent().map(|p| p.to_path_buf()).filter(|p| !p.as_os_str().is_empty())
+}

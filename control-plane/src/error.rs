@@ -1,0 +1,200 @@
+//! The one error type of the HTTP API and its single mapping to
+//! `application/problem+json` (RFC 9457). Internal details are logged here and
+//! never sent to clients.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Every way a request can fail. Each variant has one status and one stable
+/// problem `type` (`urn:meshgate:problem:<slug>`).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The body is JSON but does not fit the schema (missing, unknown or
+    /// mistyped fields).
+    #[error("invalid body: {0}")]
+    InvalidBody(String),
+    /// A field value is out of range or malformed.
+    #[error("invalid value: {0}")]
+    Validation(String),
+    /// The body is not declared as `application/json`.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The body exceeds the configured limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// No credential was presented where one is required.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// Login failed; deliberately says nothing about which part was wrong.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A bearer token is expired, forged, revoked or for the wrong audience.
+    #[error("invalid token")]
+    InvalidToken,
+    /// A refresh token is unknown, expired, revoked or was replayed.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// An API key is malformed, unknown, expired or revoked (uniformly).
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// Authenticated, but not allowed to do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// No such resource (or not visible to the caller).
+    #[error("not found")]
+    NotFound,
+    /// The path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Would violate a uniqueness rule.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Too many failed attempts; retry after the given seconds.
+    #[error("too many attempts")]
+    TooManyAttempts {
+        /// Seconds until the lockout ends.
+        retry_after: i64,
+    },
+    /// Anything else: logged with its cause, answered as a bare 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The RFC 9457 body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable problem type URI, `urn:meshgate:problem:<slug>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short human-readable summary of the type.
+    pub title: &'static str,
+    /// HTTP status code.
+    pub status: u16,
+    /// Explanation of this occurrence (never internal details).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    /// The single mapping: status, problem slug, title.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON body"),
+            Self::InvalidBody(_) => (S::UNPROCESSABLE_ENTITY, "invalid-body", "Invalid request body"),
+            Self::Validation(_) => (S::UNPROCESSABLE_ENTITY, "validation", "Invalid field value"),
+            Self::UnsupportedMediaType => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Expected application/json")
+            }
+            Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Body too large"),
+            Self::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Authentication required"),
+            Self::InvalidCredentials => (S::UNAUTHORIZED, "invalid-credentials", "Invalid credentials"),
+            Self::InvalidToken => (S::UNAUTHORIZED, "invalid-token", "Invalid access token"),
+            Self::InvalidRefreshToken => (S::UNAUTHORIZED, "invalid-refresh-token", "Invalid refresh token"),
+            Self::InvalidApiKey => (S::UNAUTHORIZED, "invalid-api-key", "Invalid API key"),
+            Self::Forbidden => (S::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            Self::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many failed attempts"),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+
+    /// The client-visible detail, if any.
+    fn detail(&self) -> Option<String> {
+        match self {
+            Self::MalformedJson(d) | Self::InvalidBody(d) | Self::Validation(d) | Self::Conflict(d) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// Shorthand for a validation failure.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::Validation(detail.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        if let Self::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let problem = Problem {
+            kind: format!("urn:meshgate:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            let value = match self {
+                Self::InvalidToken => "Bearer realm=\"meshgate\", error=\"invalid_token\"",
+                _ => "Bearer realm=\"meshgate\"",
+            };
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        if let Self::TooManyAttempts { retry_after } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string())
+        {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if let Some(db) = err.as_database_error() {
+            if db.is_unique_violation() {
+                return Self::Conflict("already exists".into());
+            }
+            if db.is_foreign_key_violation() {
+                return Self::NotFound;
+            }
+        }
+        Self::Internal(format!("database: {err}"))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => Self::MalformedJson(e.body_text()),
+            JsonRejection::JsonDataError(e) => Self::InvalidBody(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            other => Self::MalformedJson(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Validation(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::Validation(rejection.body_text())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(err: tokio::task::JoinError) -> Self {
+        Self::Internal(format!("blocking task: {err}"))
+    }
+}

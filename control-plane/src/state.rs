@@ -1,0 +1,114 @@
+//! Shared application state: database, settings, master key, clock, signing
+//! key cache, login limiter and metrics. Cloned into every handler by `Arc`.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::auth::limiter::LoginLimiter;
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::db::Db;
+use crate::error::ApiResult;
+use crate::ops::metrics::Metrics;
+use crate::signing::keyring::{self, SigningKey};
+
+/// How long a loaded keyring is trusted before re-reading the table (other
+/// replicas may have rotated).
+const KEYRING_TTL: Duration = Duration::from_secs(5);
+
+/// Wall clock in unix seconds with an adjustable offset, so tests can move
+/// time forward instead of sleeping.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+impl Clock {
+    /// Current unix time in seconds.
+    pub fn now(&self) -> i64 {
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        real + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves this clock forward by `secs` (tests).
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+/// Everything a handler may need.
+#[derive(Debug)]
+pub struct Inner {
+    /// Storage.
+    pub db: Db,
+    /// Settings.
+    pub config: Config,
+    /// Encrypts signing keys at rest.
+    pub master: MasterKey,
+    /// Time source.
+    pub clock: Clock,
+    /// Failed-login counters.
+    pub limiter: LoginLimiter,
+    /// Prometheus counters.
+    pub metrics: Metrics,
+    /// Decrypted signing keys and when they were loaded.
+    keys: Mutex<Option<(Instant, Arc<Vec<SigningKey>>)>>,
+}
+
+/// Cheaply clonable handle on [`Inner`].
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state over an open, migrated database.
+    pub fn new(config: Config, db: Db, master: MasterKey) -> Self {
+        let limiter = LoginLimiter::new(
+            config.login_max_failures_per_account,
+            config.login_max_failures_per_ip,
+            config.login_lockout_secs,
+        );
+        Self(Arc::new(Inner {
+            db,
+            config,
+            master,
+            clock: Clock::default(),
+            limiter,
+            metrics: Metrics::default(),
+            keys: Mutex::new(None),
+        }))
+    }
+
+    /// Current unix time.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The signing keys, from cache when fresh.
+    pub async fn keyring(&self) -> ApiResult<Arc<Vec<SigningKey>>> {
+        if let Ok(guard) = self.keys.lock()
+            && let Some((at, keys)) = guard.as_ref()
+            && at.elapsed() < KEYRING_TTL
+        {
+            return Ok(keys.clone());
+        }
+        self.reload_keyring().await
+    }
+
+    /// Re-reads the signing keys (after a rotation, or on an unknown `kid`).
+    pub async fn reload_keyring(&self) -> ApiResult<Arc<Vec<SigningKey>>> {
+        let keys = Arc::new(keyring::load(&self.db, &self.master, self.now()).await?);
+        if let Ok(mut guard) = self.keys.lock() {
+            *guard = Some((Instant::now(), keys.clone()));
+        }
+        Ok(keys)
+    }
+}
