@@ -157,8 +157,9 @@ pub struct Config {
     #[arg(long, env = "MESHGATE_APIKEY_PREFIX", default_value = "mg")]
     pub apikey_prefix: String,
 
-    /// Take the client IP from the first `X-Forwarded-For` entry (only behind
-    /// a trusted proxy). Default false.
+    /// Take the client IP from the last `X-Forwarded-For` entry, the one the
+    /// trusted proxy in front appended (only behind exactly one such proxy).
+    /// Default false.
     #[arg(long, env = "MESHGATE_TRUST_FORWARDED", default_value_t = false)]
     pub trust_forwarded_for: bool,
 

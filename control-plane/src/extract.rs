@@ -23,8 +23,11 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
-/// The client's IP: the socket peer, or the first `X-Forwarded-For` entry
-/// when the operator trusts a proxy in front. `unknown` without either (tests
+/// The client's IP: the socket peer, or — when the operator trusts the one
+/// proxy in front (e.g. the meshgate Envoy) — the **last** `X-Forwarded-For`
+/// entry, the one that proxy appended. Earlier entries are whatever the
+/// client sent and would let it pick its own IP (and dodge the per-IP login
+/// lockout). `unknown` without either (tests
 /// without a socket).
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
@@ -36,9 +39,11 @@ impl FromRequestParts<AppState> for ClientIp {
         if state.config.trust_forwarded_for {
             let forwarded = parts
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .map(str::trim)
                 .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
             if let Some(ip) = forwarded {

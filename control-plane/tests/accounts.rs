@@ -303,3 +303,27 @@ async fn housekeeping_purges_only_expired_rows() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn trusted_forwarded_for_takes_the_entry_the_proxy_appended() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let app = TestApp::with(Kind::Sqlite, |c| c.trust_forwarded_for = true).await;
+    // The client sent "6.6.6.6"; the trusted proxy appended the real peer.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.9")
+        .body(Body::from(json!({"username": "admin", "password": ADMIN_PASSWORD}).to_string()))
+        .expect("request");
+    let (status, _, _) = app.send(req).await;
+    assert_eq!(status, StatusCode::OK);
+    let admin = app.admin_token().await;
+    let (_, _, audit) = app.raw(Method::GET, "/api/v1/audit?action=login.success", Some(&admin), None).await;
+    let ips: Vec<&str> =
+        audit["items"].as_array().into_iter().flatten().filter_map(|i| i["source_ip"].as_str()).collect();
+    assert!(ips.contains(&"203.0.113.9"), "audit source IPs: {ips:?}");
+    assert!(!ips.contains(&"6.6.6.6"));
+    app.cleanup().await;
+}
