@@ -241,7 +241,7 @@ pub struct Denial {
     /// Extra response headers (`Retry-After`, `RateLimit`…).
     pub headers: Vec<(String, String)>,
     /// What each rate-limit rule did before the refusal (for metrics).
-    pub limit_events: Vec<(usize, crate::ratelimit::RuleEvent)>,
+    pub limit_events: Vec<(crate::ratelimit::RuleId, crate::ratelimit::RuleEvent)>,
 }
 
 /// A response the filter sends instead of forwarding the request.

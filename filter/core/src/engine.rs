@@ -115,6 +115,7 @@ impl Engine {
                 key_id: None,
                 session_id: None,
                 guest_id: Some(id.to_owned()),
+                key_limit: None,
             }),
         }
     }

@@ -29,6 +29,8 @@ pub struct Identity {
     pub session_id: Option<String>,
     /// Guest id (`X-Guest-ID`).
     pub guest_id: Option<String>,
+    /// The key's own limit `(limit, window_secs)`, for keys that have one.
+    pub key_limit: Option<(u32, u32)>,
 }
 
 /// Whether `value` may appear in a header or a comma-joined list: visible

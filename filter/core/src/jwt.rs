@@ -262,6 +262,7 @@ impl KeyRing {
             key_id: None,
             session_id: safe_opt(extra.sid)?,
             guest_id: None,
+            key_limit: None,
         };
         Ok(Verified { identity, valid_until, jti, iat })
     }

@@ -29,6 +29,8 @@ pub struct KeyEntry {
     pub scopes: Vec<String>,
     /// Expiry (unix seconds).
     pub expires_at: Option<u64>,
+    /// The key's own limit `(limit, window_secs)`.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 /// One table per key kind.
@@ -82,7 +84,18 @@ impl KeyEntry {
         for (i, s) in record.scopes.iter().enumerate() {
             check_token(s, format!("{field}.scopes[{i}]"))?;
         }
+        let rate_limit = match record.rate_limit {
+            None => None,
+            Some(l) if l.limit >= 1 && (1..=86_400).contains(&l.window_secs) => Some((l.limit, l.window_secs)),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{field}.rate_limit"),
+                    "needs limit >= 1 and window_secs 1-86400",
+                ));
+            }
+        };
         Ok(Self {
+            rate_limit,
             digest,
             id: record.id.clone(),
             subject: record.subject.clone(),
@@ -136,6 +149,7 @@ impl KeyStore {
             key_id: Some(entry.id.clone()),
             session_id: None,
             guest_id: None,
+            key_limit: entry.rate_limit,
         })
     }
 }

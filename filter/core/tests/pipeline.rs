@@ -470,6 +470,7 @@ fn token_cache_is_bounded() {
         key_id: None,
         session_id: None,
         guest_id: None,
+        key_limit: None,
     };
     for i in 0..10u8 {
         let v =

@@ -7,7 +7,7 @@ mod support;
 use meshgate_core::Reason;
 use meshgate_core::engine::{Decision, Engine};
 use meshgate_core::ratelimit::table::{CounterStore, MemoryStore, SlotTable, StoreError};
-use meshgate_core::ratelimit::{Fields, RuleEvent};
+use meshgate_core::ratelimit::{Fields, RuleEvent, RuleId};
 use serde_json::{Value, json};
 use support::*;
 
@@ -60,7 +60,11 @@ fn refusals_carry_ietf_fields_and_retry_after() {
     assert!(outcome(&engine, &req, NOW_US, &store).is_ok());
     assert!(outcome(&engine, &req, NOW_US, &store).is_ok());
     let Decision::Deny(denial) = engine.decide(&req.view(), NOW_US, &store) else { panic!("third request admitted") };
-    assert_eq!(denial.limit_events, vec![(0, RuleEvent::Limited)], "refusals report their rule for metrics");
+    assert_eq!(
+        denial.limit_events,
+        vec![(RuleId::Rule(0), RuleEvent::Limited)],
+        "refusals report their rule for metrics"
+    );
     let (reason, headers) = (denial.reason, denial.headers);
     assert_eq!(reason, Reason::RateLimited);
     assert_eq!(header(&headers, "ratelimit-policy"), Some("\"per-ip\";q=2;w=10"));
@@ -122,7 +126,7 @@ fn shadow_rules_count_but_never_refuse() {
     for i in 0..5 {
         let Decision::Allow(a) = engine.decide(&req.view(), NOW_US, &store) else { panic!("shadow refused {i}") };
         let want = if i == 0 { RuleEvent::Allowed } else { RuleEvent::ShadowLimited };
-        assert_eq!(a.limits.events, vec![(0, want)]);
+        assert_eq!(a.limits.events, vec![(RuleId::Rule(0), want)]);
     }
 }
 
@@ -248,4 +252,43 @@ fn bad_rate_limit_configs_name_the_field() {
         let err = meshgate_core::compile(cfg.to_string().as_bytes()).err().map(|e| e.field);
         assert_eq!(err.as_deref(), Some(field), "{limits}");
     }
+}
+
+#[test]
+fn a_keys_own_limit_applies_to_every_request_made_with_it() {
+    let mut cfg = config();
+    let key = api_key(7);
+    if let Some(keys) = cfg["keys"]["api_keys"].as_array_mut() {
+        keys.push(json!({"id": "key_limited", "digest": meshgate_core::apikey::digest(&key).to_hex(),
+                         "subject": "user-k", "rate_limit": {"limit": 2, "window_secs": 60}}));
+    }
+    let engine = Engine::new(meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}")));
+    let store = MemoryStore::default();
+    let req = Req::get("/api/x").header("x-api-key", &key);
+    assert!(outcome(&engine, &req, NOW_US, &store).is_ok());
+    assert!(outcome(&engine, &req, NOW_US, &store).is_ok());
+    let Decision::Deny(d) = engine.decide(&req.view(), NOW_US, &store) else { panic!("third admitted") };
+    assert_eq!(d.reason, Reason::RateLimited);
+    assert_eq!(d.limit_events, vec![(RuleId::KeyLimit, RuleEvent::Limited)]);
+    assert_eq!(header(&d.headers, "ratelimit-policy"), Some("\"key\";q=2;w=60"));
+    // Another key is not affected.
+    assert!(outcome(&engine, &Req::get("/api/x").header("x-api-key", &api_key(1)), NOW_US, &store).is_ok());
+    // A bad limit on a key record is a config error naming it.
+    let mut bad = config();
+    bad["keys"]["api_keys"][0]["rate_limit"] = json!({"limit": 0, "window_secs": 60});
+    let field = meshgate_core::compile(bad.to_string().as_bytes()).err().map(|e| e.field);
+    assert_eq!(field.as_deref(), Some("keys.api_keys[0].rate_limit"));
+}
+
+#[test]
+fn ipv6_clients_are_counted_per_64() {
+    let store = MemoryStore::default();
+    let engine = engine_with(per_ip(1, 60));
+    assert!(outcome(&engine, &Req::get("/public/x").peer("[2001:db8:1:2::1]:443"), NOW_US, &store).is_ok());
+    let same_64 = Req::get("/public/x").peer("[2001:db8:1:2:ffff::9]:443");
+    assert!(outcome(&engine, &same_64, NOW_US, &store).is_err(), "same /64 shares the counter");
+    assert!(outcome(&engine, &Req::get("/public/x").peer("[2001:db8:1:3::1]:443"), NOW_US, &store).is_ok());
+    // IPv4-mapped addresses count as their IPv4 address.
+    assert!(outcome(&engine, &Req::get("/public/x").peer("192.0.2.77:1"), NOW_US, &store).is_ok());
+    assert!(outcome(&engine, &Req::get("/public/x").peer("[::ffff:192.0.2.77]:1"), NOW_US, &store).is_err());
 }

@@ -4,7 +4,7 @@
 
 use meshgate_core::Reason;
 use meshgate_core::config::CompiledConfig;
-use meshgate_core::ratelimit::RuleEvent;
+use meshgate_core::ratelimit::{RuleEvent, RuleId};
 use meshgate_wire::config::CredentialKind;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -20,9 +20,11 @@ pub struct Metrics {
     by_method: HashMap<&'static str, u32>,
     anonymous: Option<u32>,
     failures: Option<u32>,
-    /// Per rule (config order, then the abuse limit): allowed, limited,
-    /// shadow-limited.
+    /// Per configured rule: allowed, limited, shadow-limited.
     rules: Vec<[Option<u32>; 3]>,
+    /// The same for keys' own limits and the abuse limit.
+    key_limit: [Option<u32>; 3],
+    abuse: [Option<u32>; 3],
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -65,21 +67,26 @@ impl Metrics {
                 m.by_method.insert(name, id);
             }
         }
+        let rule = |name: &str| {
+            ["allowed", "limited", "shadow_limited"].map(|e| counter(&format!("meshgate.ratelimit.{name}.{e}")))
+        };
         let limits = &config.rate_limits;
-        let names = limits.rules.iter().map(|r| r.name.as_str()).chain(limits.abuse.as_ref().map(|_| "abuse"));
-        for name in names {
-            m.rules.push(
-                ["allowed", "limited", "shadow_limited"].map(|e| counter(&format!("meshgate.ratelimit.{name}.{e}"))),
-            );
+        m.rules = limits.rules.iter().map(|r| rule(&r.name)).collect();
+        m.key_limit = rule("api_key_limit");
+        if limits.abuse.is_some() {
+            m.abuse = rule("abuse");
         }
         m
     }
 
     /// Counts what each rate-limit rule did.
-    pub fn limits(&self, events: &[(usize, RuleEvent)]) {
+    pub fn limits(&self, events: &[(RuleId, RuleEvent)]) {
         for (rule, event) in events {
-            let index = if *rule == usize::MAX { self.rules.len().checked_sub(1) } else { Some(*rule) };
-            let ids = index.and_then(|i| self.rules.get(i));
+            let ids = match rule {
+                RuleId::Rule(i) => self.rules.get(*i),
+                RuleId::KeyLimit => Some(&self.key_limit),
+                RuleId::Abuse => Some(&self.abuse),
+            };
             let slot = match event {
                 RuleEvent::Allowed => 0,
                 RuleEvent::Limited => 1,

@@ -258,6 +258,20 @@ pub struct KeyRecord {
     /// Expiry, unix seconds. Absent: no expiry (static keys only).
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// The key's own limit, applied to every request made with it (on top
+    /// of the configured rules). Absent: none.
+    #[serde(default)]
+    pub rate_limit: Option<KeyRateLimit>,
+}
+
+/// A limit attached to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRateLimit {
+    /// Requests per window (≥ 1).
+    pub limit: u32,
+    /// Window in seconds (1–86400).
+    pub window_secs: u32,
 }
 
 /// Header names. All names are matched case-insensitively; defaults shown.

@@ -48,6 +48,17 @@ pub struct Rule {
     table: SlotTable,
 }
 
+/// Which limit an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleId {
+    /// A configured rule, by index.
+    Rule(usize),
+    /// The key's own limit (`rate_limit` on its record).
+    KeyLimit,
+    /// The abuse controls' per-IP per-route limit.
+    Abuse,
+}
+
 /// What happened to one rule for one request (for metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleEvent {
@@ -62,8 +73,8 @@ pub enum RuleEvent {
 /// The limiting part of a decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LimitReport {
-    /// Per-rule events, by rule index (`usize::MAX` for the abuse limit).
-    pub events: Vec<(usize, RuleEvent)>,
+    /// What each applicable limit did.
+    pub events: Vec<(RuleId, RuleEvent)>,
     /// Headers for the response (429 or, when configured, allowed ones).
     pub headers: Vec<(String, String)>,
 }
@@ -105,7 +116,7 @@ pub struct LimitInput<'a> {
 }
 
 /// All limits of a configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     /// Rules in config order.
     pub rules: Vec<Rule>,
@@ -114,6 +125,25 @@ pub struct RateLimits {
     ip_source: ClientIpSource,
     headers_on_allowed: bool,
     legacy_headers: bool,
+    /// Counters for keys' own limits.
+    key_table: SlotTable,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            abuse: None,
+            ip_source: ClientIpSource::Peer,
+            headers_on_allowed: false,
+            legacy_headers: false,
+            key_table: key_table(),
+        }
+    }
+}
+
+fn key_table() -> SlotTable {
+    SlotTable::new("mg:rl:key:".to_owned(), 16_384)
 }
 
 fn compile_key(part: &str, field: &str) -> Result<KeyPart, ConfigError> {
@@ -168,6 +198,19 @@ fn compile_rule(rule: &RateLimitRule, i: usize) -> Result<Rule, ConfigError> {
     })
 }
 
+/// The counting unit for an IP: IPv4 as is, IPv6 by its /64 (one
+/// subscriber usually holds a whole /64 and could rotate through it).
+fn ip_bucket(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| ip.to_owned(), |v4| v4.to_string()),
+        _ => ip.to_owned(),
+    }
+}
+
 /// Strips a port from `host:port` / `[v6]:port`.
 fn strip_port(address: &str) -> &str {
     if let Some(rest) = address.strip_prefix('[') {
@@ -197,16 +240,18 @@ impl RateLimits {
             ip_source: cfg.client_ip.clone(),
             headers_on_allowed: cfg.headers_on_allowed,
             legacy_headers: cfg.legacy_headers,
+            key_table: key_table(),
         })
     }
 
-    /// Whether any limit exists (the glue skips host calls otherwise).
+    /// Whether no rule or abuse control exists (keys' own limits aside).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.abuse.is_none()
     }
 
     /// Creates every counter slot; run once per VM at configure time.
     pub fn init(&self, store: &dyn CounterStore) -> Result<(), StoreError> {
+        self.key_table.init(store)?;
         for rule in &self.rules {
             rule.table.init(store)?;
         }
@@ -249,28 +294,30 @@ impl RateLimits {
     }
 
     fn key_for(&self, rule: &Rule, input: &LimitInput<'_>) -> Option<u64> {
-        let mut parts: Vec<&str> = vec![&rule.name];
+        let mut parts: Vec<String> = vec![rule.name.clone()];
         for part in &rule.key {
             let value = match part {
-                KeyPart::Ip => input.ip?,
-                KeyPart::User => input.identity.map(|i| i.subject.as_str()).filter(|s| !s.is_empty())?,
-                KeyPart::ApiKey => input.identity?.key_id.as_deref()?,
-                KeyPart::App => input.identity?.app_id.as_deref()?,
-                KeyPart::Route => input.route,
+                KeyPart::Ip => ip_bucket(input.ip?),
+                KeyPart::User => input.identity.map(|i| i.subject.as_str()).filter(|s| !s.is_empty())?.to_owned(),
+                KeyPart::ApiKey => input.identity?.key_id.clone()?,
+                KeyPart::App => input.identity?.app_id.clone()?,
+                KeyPart::Route => input.route.to_owned(),
                 KeyPart::Header(name) => input
                     .headers
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok())?,
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok())?
+                    .to_owned(),
                 KeyPart::Claim(claim) => match claim.as_str() {
-                    "sub" => Some(input.identity?.subject.as_str()),
-                    "app_id" => input.identity?.app_id.as_deref(),
-                    _ => input.identity?.session_id.as_deref(),
+                    "sub" => Some(input.identity?.subject.clone()),
+                    "app_id" => input.identity?.app_id.clone(),
+                    _ => input.identity?.session_id.clone(),
                 }?,
             };
             parts.push(value);
         }
-        Some(hash_key(&parts))
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        Some(hash_key(&refs))
     }
 
     fn run(
@@ -313,7 +360,7 @@ impl RateLimits {
                 (false, true) => RuleEvent::ShadowLimited,
                 (false, false) => RuleEvent::Limited,
             };
-            report.events.push((i, event));
+            report.events.push((RuleId::Rule(i), event));
             if event == RuleEvent::Limited {
                 refused = true;
             }
@@ -321,12 +368,24 @@ impl RateLimits {
                 applied.push((&rule.name, &rule.gcra, verdict));
             }
         }
+        let key_gcra;
+        if let Some(id) = input.identity
+            && let (Some(key_id), Some((limit, window))) = (id.key_id.as_deref(), id.key_limit)
+        {
+            key_gcra = Gcra::new(limit, window, limit);
+            let verdict = self.run(&self.key_table, &key_gcra, hash_key(&["key-limit", key_id]), store, now_us)?;
+            report
+                .events
+                .push((RuleId::KeyLimit, if verdict.allowed { RuleEvent::Allowed } else { RuleEvent::Limited }));
+            refused |= !verdict.allowed;
+            applied.push(("key", &key_gcra, verdict));
+        }
         if let (Some(abuse), Some(ip)) = (&self.abuse, input.ip)
             && abuse.routes.iter().any(|r| r == input.route)
         {
             let hash = hash_key(&["abuse-limit", input.route, ip]);
             let verdict = self.run(abuse.table(), &abuse.gcra, hash, store, now_us)?;
-            report.events.push((usize::MAX, if verdict.allowed { RuleEvent::Allowed } else { RuleEvent::Limited }));
+            report.events.push((RuleId::Abuse, if verdict.allowed { RuleEvent::Allowed } else { RuleEvent::Limited }));
             if !verdict.allowed {
                 if let Some(block) = abuse.record_violation(store, ip, now_us)? {
                     let (refusal, headers) = block_refusal(block);
