@@ -6,8 +6,10 @@
 //!
 //! * [`config`] — the plugin configuration JSON Envoy hands the filter.
 //! * [`ratelimit`] — its rate-limit and abuse-control section.
+//! * [`sync`] — the feed that pushes keys and revocations to filters.
 
 pub mod config;
 pub mod ratelimit;
+pub mod sync;
 
 pub use config::PluginConfig;
