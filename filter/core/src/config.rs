@@ -69,9 +69,63 @@ pub struct CompiledConfig {
     pub case_insensitive: bool,
     /// Rate limits and abuse controls.
     pub rate_limits: RateLimits,
+    /// The sync feed, when configured.
+    pub sync: Option<CompiledSync>,
 }
 
-fn compile_issuer(cfg: &IssuerConfig, index: usize, ring: &mut KeyRing) -> Result<(), ConfigError> {
+/// The sync feed settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledSync {
+    /// Envoy cluster of the control plane.
+    pub cluster: String,
+    /// `:authority` of feed requests.
+    pub authority: String,
+    /// Feed path (no query).
+    pub path: String,
+    /// `Authorization` value sent with feed requests.
+    pub authorization: String,
+    /// Long-poll wait, seconds.
+    pub wait_secs: u32,
+    /// Staleness limit, seconds.
+    pub max_staleness_secs: u32,
+    /// Behaviour when stale.
+    pub on_stale: meshgate_wire::config::StalePolicy,
+    /// Largest response body accepted.
+    pub max_body_bytes: usize,
+}
+
+fn compile_sync(cfg: &meshgate_wire::config::SyncConfig) -> Result<CompiledSync, ConfigError> {
+    if cfg.cluster.is_empty() || !crate::identity::is_header_safe_token(&cfg.cluster) {
+        return Err(ConfigError::new("sync.cluster", "must be an Envoy cluster name"));
+    }
+    if crate::apikey::parse(&cfg.api_key).is_err() {
+        return Err(ConfigError::new("sync.api_key", "must be a meshgate API key (prefix_…, valid checksum)"));
+    }
+    let path = cfg.path.clone().unwrap_or_else(|| "/api/v1/sync".to_owned());
+    if !path.starts_with('/') || path.contains('?') || !crate::identity::is_header_safe_token(&path) {
+        return Err(ConfigError::new("sync.path", "must be an absolute path without a query"));
+    }
+    let authority = cfg.authority.clone().unwrap_or_else(|| "meshgate-control-plane".to_owned());
+    if !crate::identity::is_header_safe_token(&authority) {
+        return Err(ConfigError::new("sync.authority", "must be a host name"));
+    }
+    let wait_secs = cfg.wait_secs.unwrap_or(30);
+    if wait_secs > 300 {
+        return Err(ConfigError::new("sync.wait_secs", "must be at most 300"));
+    }
+    Ok(CompiledSync {
+        cluster: cfg.cluster.clone(),
+        authority,
+        path,
+        authorization: format!("Bearer {}", cfg.api_key),
+        wait_secs,
+        max_staleness_secs: cfg.max_staleness_secs.unwrap_or(300).max(1),
+        on_stale: cfg.on_stale,
+        max_body_bytes: cfg.max_body_bytes.unwrap_or(meshgate_wire::sync::DEFAULT_MAX_BODY_BYTES).max(1024),
+    })
+}
+
+fn compile_issuer(cfg: &IssuerConfig, index: usize, ring: &mut KeyRing, synced: bool) -> Result<(), ConfigError> {
     let field = format!("issuers[{index}]");
     if cfg.issuer.is_empty() {
         return Err(ConfigError::new(format!("{field}.issuer"), "must not be empty"));
@@ -79,8 +133,8 @@ fn compile_issuer(cfg: &IssuerConfig, index: usize, ring: &mut KeyRing) -> Resul
     if cfg.audiences.is_empty() || cfg.audiences.iter().any(String::is_empty) {
         return Err(ConfigError::new(format!("{field}.audiences"), "needs at least one non-empty audience"));
     }
-    if cfg.keys.is_empty() {
-        return Err(ConfigError::new(format!("{field}.keys"), "needs at least one key"));
+    if cfg.keys.is_empty() && !synced {
+        return Err(ConfigError::new(format!("{field}.keys"), "needs at least one key (or a sync feed)"));
     }
     let mut own_algs = Vec::new();
     for (k, jwk) in cfg.keys.iter().enumerate() {
@@ -96,6 +150,9 @@ fn compile_issuer(cfg: &IssuerConfig, index: usize, ring: &mut KeyRing) -> Resul
         }
     }
     let algorithms = match &cfg.algorithms {
+        // Keys from the feed may use any supported algorithm (each key is
+        // still pinned to its own).
+        None if synced => vec![Algorithm::EdDsa, Algorithm::Es256, Algorithm::Hs256, Algorithm::Rs256],
         None => own_algs,
         Some(list) => list
             .iter()
@@ -189,7 +246,7 @@ pub fn compile_parsed(cfg: &PluginConfig) -> Result<CompiledConfig, ConfigError>
     };
     let mut keyring = KeyRing::default();
     for (i, issuer) in cfg.issuers.iter().enumerate() {
-        compile_issuer(issuer, i, &mut keyring)?;
+        compile_issuer(issuer, i, &mut keyring, cfg.sync.is_some())?;
     }
     let mut keys = KeyStore::default();
     compile_keys(&mut keys, KeyKindTag::Api, &cfg.keys.api_keys, "api_keys")?;
@@ -222,5 +279,6 @@ pub fn compile_parsed(cfg: &PluginConfig) -> Result<CompiledConfig, ConfigError>
         path_limits: PathLimits { max_bytes: max_path, allow_parameters: cfg.paths.allow_path_parameters },
         case_insensitive,
         rate_limits: RateLimits::compile(&cfg.rate_limits)?,
+        sync: cfg.sync.as_ref().map(compile_sync).transpose()?,
     })
 }

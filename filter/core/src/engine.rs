@@ -6,7 +6,9 @@ use crate::config::CompiledConfig;
 use crate::credential::{self, Credential, HeaderPair};
 use crate::denial::{Denial, Reason};
 use crate::identity::Identity;
+use crate::jwt::KeyRing;
 use crate::keystore::KeyKindTag;
+use crate::keystore::KeyStore;
 use crate::path;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::table::{CounterStore, StoreError};
@@ -15,6 +17,8 @@ use crate::revocation::Revocations;
 use crate::route::host_of;
 use crate::token_cache::{DEFAULT_CAPACITY, TokenCache};
 use meshgate_wire::config::{Access, CredentialKind, FailureMode};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What the filter sees of a request.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +69,15 @@ pub enum Decision<'c> {
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// Static, compiled configuration.
-    pub config: CompiledConfig,
+    pub config: Arc<CompiledConfig>,
+    /// JWT issuers and keys: configured plus synced.
+    pub keyring: KeyRing,
+    /// API, service and admin keys: configured plus synced.
+    pub keys: KeyStore,
+    /// Client IPs (or IPv6 /64s) banned until a time (unix seconds).
+    pub bans: HashMap<String, u64>,
+    /// Version of the synced state this engine was built from (0: none).
+    pub sync_version: u64,
     /// Live revocations.
     pub revocations: Revocations,
     /// Verified JWTs, re-checked for expiry and revocation on every hit.
@@ -85,9 +97,31 @@ fn has_header(headers: &[HeaderPair], name: &str) -> bool {
 }
 
 impl Engine {
-    /// An engine with no revocations.
+    /// An engine over a configuration, with no synced state.
     pub fn new(config: CompiledConfig) -> Self {
-        Self { config, revocations: Revocations::default(), token_cache: TokenCache::new(DEFAULT_CAPACITY) }
+        Self::from_shared(Arc::new(config))
+    }
+
+    /// The same, sharing a configuration (one per synced version).
+    pub fn from_shared(config: Arc<CompiledConfig>) -> Self {
+        Self {
+            keyring: config.keyring.clone(),
+            keys: config.keys.clone(),
+            bans: HashMap::new(),
+            sync_version: 0,
+            revocations: Revocations::default(),
+            token_cache: TokenCache::new(DEFAULT_CAPACITY),
+            config,
+        }
+    }
+
+    fn banned(&self, ip: Option<&str>, now: u64) -> Option<u64> {
+        if self.bans.is_empty() {
+            return None;
+        }
+        let ip = ip?;
+        let bucket = crate::ratelimit::ip_bucket(ip);
+        [ip, bucket.as_str()].iter().find_map(|k| self.bans.get(*k)).copied().filter(|until| *until > now)
     }
 
     fn route<'c>(&'c self, host: &str, path: &str, method: &str) -> (&'c str, &'c CompiledPolicy) {
@@ -99,7 +133,7 @@ impl Engine {
     }
 
     fn verify(&self, credential: Credential<'_>, now: u64) -> Result<Identity, Reason> {
-        let keys = &self.config.keys;
+        let keys = &self.keys;
         let rev = &self.revocations;
         match credential {
             Credential::Jwt(token) => self.verify_jwt(token, now),
@@ -122,18 +156,18 @@ impl Engine {
 
     /// Whether decisions need the peer address (to skip the host call).
     pub fn needs_peer(&self) -> bool {
-        !self.config.rate_limits.is_empty()
+        !self.config.rate_limits.is_empty() || !self.bans.is_empty()
     }
 
     fn verify_jwt(&self, token: &str, now: u64) -> Result<Identity, Reason> {
-        if token.len() > self.config.keyring.max_token_bytes {
+        if token.len() > self.keyring.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
         let key = TokenCache::key(token);
         if let Some(hit) = self.token_cache.get(&key, &self.revocations, now) {
             return hit;
         }
-        let verified = self.config.keyring.verify(token, &self.revocations, now)?;
+        let verified = self.keyring.verify(token, &self.revocations, now)?;
         let identity = verified.identity.clone();
         self.token_cache.put(key, verified);
         Ok(identity)
@@ -170,7 +204,11 @@ impl Engine {
             return deny(Reason::RouteDenied);
         }
         let limits = &self.config.rate_limits;
-        let ip = if limits.is_empty() { None } else { limits.client_ip(req.peer, req.headers) };
+        let ip = if self.needs_peer() { limits.client_ip(req.peer, req.headers) } else { None };
+        if let Some(until) = self.banned(ip, now) {
+            let retry = until.saturating_sub(now).max(1).to_string();
+            return deny_with(Reason::Banned, vec![("retry-after".to_owned(), retry)]);
+        }
         match limits.blocked(store, route, ip, now_us) {
             Ok(None) => {}
             Ok(Some((refusal, headers))) => return deny_with(refusal_reason(refusal), headers),

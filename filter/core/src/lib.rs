@@ -20,6 +20,7 @@
 //! | [`identity`] | identity headers: owned names, safe values, injection |
 //! | [`ratelimit`] | GCRA limits and abuse lockouts over CAS shared counters |
 //! | [`denial`] | status, `WWW-Authenticate` and problem+json per reason |
+//! | [`sync`] | applying the control plane's feed: versions, deltas, all-or-nothing |
 //! | [`engine`] | the pipeline tying these together |
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -39,6 +40,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod revocation;
 pub mod route;
+pub mod sync;
 pub mod token_cache;
 
 pub use config::{CompiledConfig, ConfigError, compile};

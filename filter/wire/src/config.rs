@@ -48,6 +48,49 @@ pub struct PluginConfig {
     /// Rate limits and abuse controls. Default: none.
     #[serde(default)]
     pub rate_limits: crate::ratelimit::RateLimitConfig,
+    /// The sync feed from the control plane. Absent: static config only.
+    #[serde(default)]
+    pub sync: Option<SyncConfig>,
+}
+
+/// Where and how the filter follows the control plane's sync feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Envoy cluster of the control plane.
+    pub cluster: String,
+    /// `:authority` of the feed requests. Default `meshgate-control-plane`.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Feed path. Default `/api/v1/sync`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The filter's credential: an API key with scope `sync`.
+    pub api_key: String,
+    /// Long-poll wait asked of the control plane, seconds. Default 30.
+    #[serde(default)]
+    pub wait_secs: Option<u32>,
+    /// Age of the last successful contact after which the state counts as
+    /// stale, seconds. Default 300.
+    #[serde(default)]
+    pub max_staleness_secs: Option<u32>,
+    /// What to do while stale. Default `serve` (keep the last good state).
+    #[serde(default)]
+    pub on_stale: StalePolicy,
+    /// Largest feed response accepted, bytes. Default 64 MiB.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Behaviour once the synced state is older than `max_staleness_secs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    /// Keep serving with the last good state (default).
+    #[default]
+    Serve,
+    /// Answer 503 until the feed is reachable again.
+    FailClosed,
 }
 
 /// One route rule: a match and the policy applied when it matches.
@@ -153,7 +196,9 @@ pub struct IssuerConfig {
     /// another service must not pass here).
     pub audiences: Vec<String>,
     /// Verification keys as JWKs (`oct` for HS256, `OKP`/Ed25519,
-    /// `EC`/P-256, `RSA`). Each needs a `kid` unique across issuers.
+    /// `EC`/P-256, `RSA`). Each needs a `kid` unique across issuers. May be
+    /// empty when the sync feed supplies the issuer's keys.
+    #[serde(default)]
     pub keys: Vec<Jwk>,
     /// Algorithms accepted from this issuer. Default: every key's own
     /// algorithm. Each key is still pinned to its own algorithm.

@@ -200,7 +200,7 @@ fn compile_rule(rule: &RateLimitRule, i: usize) -> Result<Rule, ConfigError> {
 
 /// The counting unit for an IP: IPv4 as is, IPv6 by its /64 (one
 /// subscriber usually holds a whole /64 and could rotate through it).
-fn ip_bucket(ip: &str) -> String {
+pub fn ip_bucket(ip: &str) -> String {
     match ip.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
             let s = v6.segments();
