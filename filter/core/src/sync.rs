@@ -136,6 +136,12 @@ impl SyncedState {
         }
     }
 
+    /// The snapshot as JSON bytes, for publishing.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        // Serializing plain data structures with string keys cannot fail.
+        serde_json::to_vec(&self.snapshot()).unwrap_or_default()
+    }
+
     /// Number of keys, revocations and signing keys held.
     pub fn counts(&self) -> (usize, usize, usize) {
         (self.keys.iter().map(BTreeMap::len).sum(), self.revocations.len(), self.signing_keys.len())

@@ -23,6 +23,8 @@ pub struct Http {
     answered: bool,
     /// Headers to add to the upstream's response (rate-limit fields).
     response_headers: Vec<(String, String)>,
+    /// The synced state is stale and the policy says fail closed.
+    stale: bool,
 }
 
 fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
@@ -31,8 +33,15 @@ fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
 
 impl Http {
     /// A context over the VM's engine (`None` when configuration failed).
-    pub fn new(engine: Option<Rc<Engine>>, metrics: Rc<Metrics>) -> Self {
-        Self { engine, metrics, answered: false, response_headers: Vec::new() }
+    pub fn new(engine: Option<Rc<Engine>>, metrics: Rc<Metrics>, stale: bool) -> Self {
+        Self { engine, metrics, answered: false, response_headers: Vec::new(), stale }
+    }
+
+    /// Refuses with 503 because the synced state is too old to trust.
+    fn refuse_stale(&mut self, engine: &Engine) -> Action {
+        self.metrics.denied(Reason::Unavailable);
+        let response = Denial::new(Reason::Unavailable).render(&engine.config.realm, engine.config.problem_details);
+        self.send(&response, &engine.config.security_headers)
     }
 
     fn send(&mut self, response: &LocalResponse, extra: &[(String, String)]) -> Action {
@@ -86,6 +95,9 @@ impl Context for Http {}
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(engine) = self.engine.clone() else { return self.fail() };
+        if self.stale {
+            return self.refuse_stale(&engine);
+        }
         let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return self.fail() };
         let Ok(now) = hostcalls::get_current_time() else { return self.fail() };
         let now_us = now.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));

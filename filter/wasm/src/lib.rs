@@ -4,7 +4,7 @@
 //! compiles the plugin configuration once ([`root`]); each HTTP context
 //! hands the request to `meshgate-core` and maps the decision to a host
 //! action ([`http`]); [`metrics`] counts outcomes; [`store`] keeps rate-limit
-//! counters in Envoy's shared data. Every host call goes
+//! counters in Envoy's shared data; [`sync`] follows the control plane's feed. Every host call goes
 //! through `proxy_wasm::hostcalls`, whose `Result`s are handled, rather than
 //! the `Context` helpers, which `unwrap` internally.
 //!
@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod root;
 pub mod store;
+pub mod sync;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

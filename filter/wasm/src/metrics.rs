@@ -20,6 +20,10 @@ pub struct Metrics {
     by_method: HashMap<&'static str, u32>,
     anonymous: Option<u32>,
     failures: Option<u32>,
+    sync_version: Option<u32>,
+    sync_staleness: Option<u32>,
+    sync_errors: Option<u32>,
+    sync_bytes: Option<u32>,
     /// Per configured rule: allowed, limited, shadow-limited.
     rules: Vec<[Option<u32>; 3]>,
     /// The same for keys' own limits and the abuse limit.
@@ -29,6 +33,16 @@ pub struct Metrics {
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn gauge(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Gauge, name).ok()
+}
+
+fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
 }
 
 fn bump(id: Option<u32>) {
@@ -54,6 +68,10 @@ impl Metrics {
             denied: counter("meshgate.denied"),
             anonymous: counter("meshgate.allowed.anonymous"),
             failures: counter("meshgate.host_failures"),
+            sync_version: gauge("meshgate.sync.version"),
+            sync_staleness: gauge("meshgate.sync.staleness_ms"),
+            sync_errors: counter("meshgate.sync.errors"),
+            sync_bytes: counter("meshgate.sync.bytes"),
             ..Self::default()
         };
         for reason in Reason::ALL {
@@ -109,6 +127,28 @@ impl Metrics {
     pub fn denied(&self, reason: Reason) {
         bump(self.denied);
         bump(self.by_reason.get(&reason).copied());
+    }
+
+    /// Records the applied sync version.
+    pub fn sync_version(&self, version: u64) {
+        record(self.sync_version, version);
+    }
+
+    /// Records the time since the last successful feed contact.
+    pub fn sync_staleness(&self, ms: u64) {
+        record(self.sync_staleness, ms);
+    }
+
+    /// Counts a failed feed call or refused response.
+    pub fn sync_error(&self) {
+        bump(self.sync_errors);
+    }
+
+    /// Counts feed response bytes.
+    pub fn sync_bytes(&self, bytes: usize) {
+        if let (Some(id), Ok(n)) = (self.sync_bytes, i64::try_from(bytes)) {
+            let _ = hostcalls::increment_metric(id, n);
+        }
     }
 
     /// Counts a host call failure.

@@ -1,19 +1,31 @@
-//! The root context: compiles the plugin configuration at `on_configure`
-//! and hands the result to every HTTP context by `Rc`.
+//! The root context: compiles the plugin configuration at `on_configure`,
+//! runs the sync poller on ticks, and hands the current engine to every
+//! HTTP context by `Rc`, switching engines when a newer synced version is
+//! published.
 
 use crate::http::Http;
 use crate::metrics::Metrics;
 use crate::store::SharedData;
-use meshgate_core::{Engine, compile};
+use crate::sync::{self, Poller};
+use meshgate_core::{CompiledConfig, Engine, compile};
+use meshgate_wire::config::StalePolicy;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// How often the poller looks at its lease and the published head.
+const TICK: Duration = Duration::from_millis(200);
 
 /// Per-VM state shared by HTTP contexts.
 #[derive(Default)]
 pub struct Root {
-    engine: Option<Rc<Engine>>,
+    config: Option<Arc<CompiledConfig>>,
+    engine: RefCell<Option<Rc<Engine>>>,
+    poller: RefCell<Option<Poller>>,
     metrics: Rc<Metrics>,
 }
 
@@ -21,7 +33,57 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-impl Context for Root {}
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Root {
+    fn adopt(&self, engine: Engine) {
+        self.metrics.sync_version(engine.sync_version);
+        *self.engine.borrow_mut() = Some(Rc::new(engine));
+    }
+
+    /// Switches to the published state when it is newer than ours.
+    fn follow_published(&self, head: sync::Head, now_ms: u64) {
+        let (Some(config), Some(current)) = (&self.config, self.engine.borrow().clone()) else { return };
+        if head.version <= current.sync_version {
+            return;
+        }
+        let Some(state) = sync::load_published(current.sync_version, now_ms / 1000) else { return };
+        match state.engine(Arc::clone(config)) {
+            Ok(engine) => {
+                self.adopt(engine);
+                if let Some(poller) = self.poller.borrow_mut().as_mut() {
+                    poller.adopt(state);
+                }
+            }
+            Err(e) => log(LogLevel::Error, &format!("meshgate: published sync state refused: {e}")),
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(config) = self.config.clone() else { return };
+        let now = now_ms();
+        let outcome = match self.poller.borrow_mut().as_mut() {
+            Some(poller) => poller.on_response(token, body_size, &config, now),
+            None => return,
+        };
+        self.metrics.sync_bytes(outcome.bytes);
+        if let Some(error) = &outcome.error {
+            self.metrics.sync_error();
+            log(LogLevel::Warn, &format!("meshgate: sync: {error}"));
+        }
+        if let Some(engine) = outcome.engine {
+            log(LogLevel::Debug, &format!("meshgate: sync: applied version {}", engine.sync_version));
+            self.adopt(engine);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -33,34 +95,67 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match compile(&bytes) {
-            Ok(config) => {
-                if let Err(err) = config.rate_limits.init(&SharedData) {
-                    log(LogLevel::Error, &format!("meshgate: cannot create rate-limit counters: {err}"));
-                    return false;
-                }
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "meshgate: configured {} routes, {} issuers, {} signing keys",
-                        config.routes.len(),
-                        config.keyring.issuers.len(),
-                        config.keyring.keys.len()
-                    ),
-                );
-                self.metrics = Rc::new(Metrics::define(&config));
-                self.engine = Some(Rc::new(Engine::new(config)));
-                true
-            }
+        let config = match compile(&bytes) {
+            Ok(config) => Arc::new(config),
             Err(err) => {
                 log(LogLevel::Error, &format!("meshgate: {err}"));
-                false
+                return false;
             }
+        };
+        if let Err(err) = config.rate_limits.init(&SharedData) {
+            log(LogLevel::Error, &format!("meshgate: cannot create rate-limit counters: {err}"));
+            return false;
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "meshgate: configured {} routes, {} issuers, {} signing keys{}",
+                config.routes.len(),
+                config.keyring.issuers.len(),
+                config.keyring.keys.len(),
+                if config.sync.is_some() { ", following the sync feed" } else { "" }
+            ),
+        );
+        self.metrics = Rc::new(Metrics::define(&config));
+        *self.engine.borrow_mut() = Some(Rc::new(Engine::from_shared(Arc::clone(&config))));
+        if let Some(cfg) = &config.sync {
+            *self.poller.borrow_mut() = Some(Poller::new(cfg.clone(), now_ms()));
+            if hostcalls::set_tick_period(TICK).is_err() {
+                log(LogLevel::Error, "meshgate: cannot set a tick period for the sync feed");
+                return false;
+            }
+        }
+        self.config = Some(config);
+        self.follow_published(sync::read_head(), now_ms());
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let head = sync::read_head();
+        self.follow_published(head, now);
+        let mut poller = self.poller.borrow_mut();
+        let Some(poller) = poller.as_mut() else { return };
+        let since = if head.contact_ms == 0 { poller.started_ms } else { head.contact_ms };
+        self.metrics.sync_staleness(now.saturating_sub(since));
+        if let Err(status) = poller.tick(now) {
+            self.metrics.sync_error();
+            log(LogLevel::Warn, &format!("meshgate: sync: cannot call the control plane: {status:?}"));
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(self.engine.clone(), Rc::clone(&self.metrics))))
+        let mut stale = false;
+        if self.config.as_ref().is_some_and(|c| c.sync.is_some()) {
+            let now = now_ms();
+            let head = sync::read_head();
+            self.follow_published(head, now);
+            if let Some(poller) = self.poller.borrow().as_ref() {
+                stale = poller.config().on_stale == StalePolicy::FailClosed && poller.is_stale(head, now);
+            }
+        }
+        let engine = self.engine.borrow().clone();
+        Some(Box::new(Http::new(engine, Rc::clone(&self.metrics), stale)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

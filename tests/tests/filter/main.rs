@@ -11,3 +11,4 @@ mod multi_vm;
 mod paths;
 mod ratelimit;
 mod spoofing;
+mod sync;
