@@ -23,3 +23,12 @@ fn readme_rate_limit_example_compiles() {
     assert_eq!(config.rate_limits.rules.len(), 3);
     assert!(config.rate_limits.abuse.is_some());
 }
+
+#[test]
+fn readme_sync_example_compiles() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("```json\n{\"sync\"").unwrap_or_else(|| panic!("README lost its sync example")) + 8;
+    let end = readme[start..].find("```").unwrap_or_else(|| panic!("unterminated json block")) + start;
+    let config = meshgate_core::compile(&readme.as_bytes()[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.sync.map(|s| s.cluster).as_deref(), Some("control_plane"));
+}
