@@ -163,7 +163,7 @@ impl Engine {
         if token.len() > self.keyring.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
-        let key = TokenCache::key(token);
+        let key = self.token_cache.key(token);
         if let Some(hit) = self.token_cache.get(&key, &self.revocations, now) {
             return hit;
         }

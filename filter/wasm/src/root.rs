@@ -82,6 +82,12 @@ impl Context for Root {
             log(LogLevel::Debug, &format!("meshgate: sync: applied version {}", engine.sync_version));
             self.adopt(engine);
         }
+        if outcome.poll_now
+            && let Some(poller) = self.poller.borrow_mut().as_mut()
+            && poller.tick(now).is_err()
+        {
+            self.metrics.sync_error();
+        }
     }
 }
 

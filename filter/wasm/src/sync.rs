@@ -79,6 +79,11 @@ pub struct Outcome {
     pub bytes: usize,
     /// The response was an error (status, size, or content).
     pub error: Option<String>,
+    /// Poll again now rather than on the next tick: the response brought
+    /// something (more may be queued behind it) or was out of order. An
+    /// answer with nothing new waits for the tick, so a control plane that
+    /// answers at once cannot drive a hot loop.
+    pub poll_now: bool,
 }
 
 /// The per-VM poller.
@@ -203,11 +208,12 @@ impl Poller {
                 self.state = state;
                 self.publish(now_ms);
                 outcome.engine = Some(engine);
+                outcome.poll_now = true;
             }
             // Nothing new (long-poll timeout, duplicate): still a contact.
             Err(SyncError::Stale { .. }) => self.publish(now_ms),
             // Out of order: ask again from what we hold, at once.
-            Err(SyncError::BaseMismatch { .. }) => {}
+            Err(SyncError::BaseMismatch { .. }) => outcome.poll_now = true,
             Err(e) => {
                 self.fail(now_ms);
                 outcome.error = Some(e.to_string());

@@ -113,6 +113,8 @@ fn what_one_vm_applies_the_other_enforces_on_its_next_request() {
     assert_eq!(type_of(&mut b, &Request::get("/api/x").bearer(&token)), "urn:meshgate:problem:unknown-key");
     let leader = poll(&mut a, &mut b);
     answer(leader, HttpResponse::json(200, &snapshot(5)));
+    // The leader asks again at once (more may be queued), not on its next tick.
+    assert_eq!(a.pending_http_calls().len() + b.pending_http_calls().len(), 1, "re-armed without a tick");
     // Both VMs now accept the control plane's tokens and know its revocations, without a tick.
     for vm in [&mut a, &mut b] {
         assert_eq!(status(vm, &Request::get("/api/x").bearer(&token)), 200);

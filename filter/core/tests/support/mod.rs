@@ -70,6 +70,11 @@ fn key_record(id: &str, key: &str, subject: &str, extra: Value) -> Value {
 }
 
 pub fn config() -> Value {
+    config_with_keys(jwks())
+}
+
+/// The fixture config with these issuer keys (no key generation).
+pub fn config_with_keys(jwks: Value) -> Value {
     json!({
         "routes": [
             {"name": "health", "path": {"exact": "/health"}, "policy": {"access": "public"}},
@@ -87,7 +92,7 @@ pub fn config() -> Value {
             {"name": "blocked", "path": {"prefix": "/blocked"}, "policy": {"access": "deny"}},
             {"name": "api", "path": {"prefix": "/api"}, "policy": {}}
         ],
-        "issuers": [{"issuer": ISS, "audiences": ["api"], "keys": jwks(), "clock_skew_secs": 30}],
+        "issuers": [{"issuer": ISS, "audiences": ["api"], "keys": jwks, "clock_skew_secs": 30}],
         "keys": {
             "api_key_prefixes": ["mg"],
             "api_keys": [
