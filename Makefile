@@ -3,7 +3,7 @@
 #   make build   release .wasm (target/wasm32-wasip1/release/meshgate_filter.wasm)
 #   make test    build, then every test: core tables, control plane (SQLite, and
 #                PostgreSQL when reachable), the .wasm in the wasmtime host
-#   make run     the demo: Envoy with the filter in front of an echo upstream
+#   make run     the demo: control plane, Envoy with the filter, an echo upstream
 #   make lint    clippy (unwrap/expect/panic denied in filter crates) + rustfmt check
 #   make fmt     format everything
 #   make bench   core micro-benchmarks; make bench-cp: control-plane throughput
@@ -39,11 +39,11 @@ lint: wasm-target
 fmt:
 	$(CARGO) fmt --all
 
-# Until the control plane joins the demo (issue 8), `make run` starts Envoy
-# with the filter and a static config (envoy/demo-plugin.json) in front of
-# the echo upstream; see the README for tokens to try.
+# The demo: control plane (SQLite under ./data), echo upstream, and Envoy with
+# 2 workers whose filter follows the control plane's sync feed.
 run: build $(ENVOY)
-	ENVOY=$(ENVOY) MESHGATE_WASM=$(WASM) python3 envoy/run_demo.py
+	$(CARGO) build -p meshgate
+	ENVOY=$(ENVOY) MESHGATE_WASM=$(WASM) MESHGATE_BIN=target/debug/meshgate python3 envoy/run_demo.py
 
 smoke: build $(ENVOY)
 	ENVOY=$(ENVOY) MESHGATE_WASM=$(WASM) bash envoy/smoke.sh
