@@ -2,7 +2,6 @@
 //! `cargo run --release -p meshgate-core --example profile_decide -- hs256 20000`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use meshgate_core::ratelimit::table::MemoryStore;
@@ -19,9 +18,12 @@ fn main() {
     let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(HS_SECRET);
     let mut cfg = config_with_keys(serde_json::json!([{"kty": "oct", "kid": "hs1", "k": k}]));
     if kind == "ratelimit" {
-        cfg["rate_limits"] = serde_json::json!({"rules": [{"name": "u", "key": ["user"], "limit": 1_000_000_000u32, "window_secs": 1}]});
+        cfg["rate_limits"] =
+            serde_json::json!({"rules": [{"name": "u", "key": ["user"], "limit": 1_000_000_000u32, "window_secs": 1}]});
     }
-    let engine = meshgate_core::Engine::new(meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}")));
+    let engine = meshgate_core::Engine::new(
+        meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+    );
     let store = MemoryStore::default();
     let req = match kind {
         "apikey" => Req::get("/api/x").header("x-api-key", &api_key(1)),

@@ -44,12 +44,15 @@ pub fn single_value<'a>(headers: &'a [HeaderPair], name: &str) -> Result<Option<
         }
     }
     let Some(raw) = found else { return Ok(None) };
-    let text = std::str::from_utf8(raw).map_err(|_| Reason::MalformedCredential)?;
-    let text = text.trim_matches([' ', '\t']);
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+    let raw = raw.trim_ascii();
+    // Visible ASCII or space only. A fold without early exit lets the
+    // compiler vectorize the scan of a long token.
+    let visible = raw.iter().fold(true, |ok, &b| ok & ((0x21..=0x7e).contains(&b) | (b == b' ')));
+    if raw.is_empty() || !visible {
         return Err(Reason::MalformedCredential);
     }
-    Ok(Some(text))
+    // All bytes are ASCII, so this cannot fail.
+    std::str::from_utf8(raw).map(Some).map_err(|_| Reason::MalformedCredential)
 }
 
 /// Parses an `Authorization` value. Non-Bearer schemes are not ours:
@@ -62,11 +65,16 @@ fn bearer<'a>(value: &'a str, prefixes: &[String]) -> Result<Option<Credential<'
         return Ok(None);
     }
     let token = rest.trim_start_matches(' ');
-    if token.is_empty() || token.contains(' ') {
+    let bytes = token.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b' ') {
         return Err(Reason::MalformedCredential);
     }
-    let is_key =
-        token.split_once('_').is_some_and(|(prefix, _)| !token.contains('.') && prefixes.iter().any(|p| p == prefix));
+    // Compare the short configured prefixes first: a JWT (`eyJ…`) is told
+    // apart without scanning it.
+    let is_key = prefixes
+        .iter()
+        .any(|p| bytes.len() > p.len() && bytes.starts_with(p.as_bytes()) && bytes.get(p.len()) == Some(&b'_'))
+        && !bytes.contains(&b'.');
     Ok(Some(if is_key { Credential::ApiKey { key: token, in_authorization: true } } else { Credential::Jwt(token) }))
 }
 

@@ -2,6 +2,7 @@
 //! and say what to do with the headers. Pure: the host's view of the
 //! request and the current time come in; a [`Decision`] goes out.
 
+use crate::apikey::ApiKeyDigest;
 use crate::config::CompiledConfig;
 use crate::credential::{self, Credential, HeaderPair};
 use crate::denial::{Denial, Reason};
@@ -15,7 +16,7 @@ use crate::ratelimit::table::{CounterStore, StoreError};
 use crate::ratelimit::{LimitInput, LimitOutcome, LimitReport, Refusal};
 use crate::revocation::Revocations;
 use crate::route::host_of;
-use crate::token_cache::{DEFAULT_CAPACITY, TokenCache};
+use crate::token_cache::{DEFAULT_CAPACITY, TokenCache, VerifiedCache};
 use meshgate_wire::config::{Access, CredentialKind, FailureMode};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub struct Allow<'c> {
     /// Matched route name (`default` when none matched).
     pub route: &'c str,
     /// Verified identity, if any.
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     /// Headers to remove (present in the request, owned or hidden).
     pub remove: Vec<&'c str>,
     /// Headers to set, replacing any existing value.
@@ -82,6 +83,9 @@ pub struct Engine {
     pub revocations: Revocations,
     /// Verified JWTs, re-checked for expiry and revocation on every hit.
     pub token_cache: TokenCache,
+    /// Digests of keys that verified, so a known key skips base58 and two
+    /// SHA-256s (lookup, revocation and expiry still run every time).
+    pub key_digests: VerifiedCache<ApiKeyDigest>,
 }
 
 fn refusal_reason(refusal: Refusal) -> Reason {
@@ -111,6 +115,7 @@ impl Engine {
             sync_version: 0,
             revocations: Revocations::default(),
             token_cache: TokenCache::new(DEFAULT_CAPACITY),
+            key_digests: VerifiedCache::new(DEFAULT_CAPACITY),
             config,
         }
     }
@@ -132,15 +137,13 @@ impl Engine {
             .map_or(("default", &self.config.default_policy), |r| (r.name.as_str(), &r.policy))
     }
 
-    fn verify(&self, credential: Credential<'_>, now: u64) -> Result<Identity, Reason> {
-        let keys = &self.keys;
-        let rev = &self.revocations;
+    fn verify(&self, credential: Credential<'_>, now: u64) -> Result<Arc<Identity>, Reason> {
         match credential {
             Credential::Jwt(token) => self.verify_jwt(token, now),
-            Credential::ApiKey { key, .. } => keys.verify(KeyKindTag::Api, key, rev, now),
-            Credential::Service(key) => keys.verify(KeyKindTag::Service, key, rev, now),
-            Credential::Admin(key) => keys.verify(KeyKindTag::Admin, key, rev, now),
-            Credential::Guest(id) => Ok(Identity {
+            Credential::ApiKey { key, .. } => self.verify_key(KeyKindTag::Api, key, now),
+            Credential::Service(key) => self.verify_key(KeyKindTag::Service, key, now),
+            Credential::Admin(key) => self.verify_key(KeyKindTag::Admin, key, now),
+            Credential::Guest(id) => Ok(Arc::new(Identity {
                 method: CredentialKind::Guest,
                 subject: String::new(),
                 roles: Vec::new(),
@@ -150,7 +153,7 @@ impl Engine {
                 session_id: None,
                 guest_id: Some(id.to_owned()),
                 key_limit: None,
-            }),
+            })),
         }
     }
 
@@ -159,7 +162,20 @@ impl Engine {
         !self.config.rate_limits.is_empty() || !self.bans.is_empty()
     }
 
-    fn verify_jwt(&self, token: &str, now: u64) -> Result<Identity, Reason> {
+    fn verify_key(&self, kind: KeyKindTag, presented: &str, now: u64) -> Result<Arc<Identity>, Reason> {
+        let cache_key = self.key_digests.key(presented);
+        if let Some(digest) = self.key_digests.lookup(&cache_key) {
+            return self.keys.verify_digest(kind, &digest, &self.revocations, now);
+        }
+        crate::apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
+        let digest = crate::apikey::digest(presented);
+        let identity = self.keys.verify_digest(kind, &digest, &self.revocations, now)?;
+        // Only keys that verified are remembered: garbage cannot churn it.
+        self.key_digests.put(cache_key, digest);
+        Ok(identity)
+    }
+
+    fn verify_jwt(&self, token: &str, now: u64) -> Result<Arc<Identity>, Reason> {
         if token.len() > self.keyring.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
@@ -168,7 +184,7 @@ impl Engine {
             return hit;
         }
         let verified = self.keyring.verify(token, &self.revocations, now)?;
-        let identity = verified.identity.clone();
+        let identity = Arc::clone(&verified.identity);
         self.token_cache.put(key, verified);
         Ok(identity)
     }
@@ -232,7 +248,7 @@ impl Engine {
             Some(Err(_)) if public => None,
             Some(Err(reason)) => return deny(reason),
         };
-        let permit = match policy.authorize(identity.as_ref(), req.method) {
+        let permit = match policy.authorize(identity.as_deref(), req.method) {
             Ok(p) => p,
             Err(reason) => return deny(reason),
         };

@@ -264,6 +264,6 @@ impl KeyRing {
             guest_id: None,
             key_limit: None,
         };
-        Ok(Verified { identity, valid_until, jti, iat })
+        Ok(Verified { identity: std::sync::Arc::new(identity), valid_until, jti, iat })
     }
 }

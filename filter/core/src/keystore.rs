@@ -11,6 +11,7 @@ use crate::identity::{Identity, is_header_safe_token};
 use crate::revocation::Revocations;
 use meshgate_wire::config::{CredentialKind, KeyRecord};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What the table knows about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct KeyEntry {
     pub expires_at: Option<u64>,
     /// The key's own limit `(limit, window_secs)`.
     pub rate_limit: Option<(u32, u32)>,
+    /// The identity a verified key yields, built once when the key is added
+    /// (requests share it instead of copying strings).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// One table per key kind.
@@ -95,6 +99,7 @@ impl KeyEntry {
             }
         };
         Ok(Self {
+            identity: None,
             rate_limit,
             digest,
             id: record.id.clone(),
@@ -109,7 +114,18 @@ impl KeyEntry {
 
 impl KeyStore {
     /// Adds (or replaces) a key.
-    pub fn insert(&mut self, kind: KeyKindTag, entry: KeyEntry) {
+    pub fn insert(&mut self, kind: KeyKindTag, mut entry: KeyEntry) {
+        entry.identity = Some(Arc::new(Identity {
+            method: kind.credential(),
+            subject: entry.subject.clone(),
+            roles: entry.roles.clone(),
+            scopes: entry.scopes.clone(),
+            app_id: entry.app_id.clone(),
+            key_id: Some(entry.id.clone()),
+            session_id: None,
+            guest_id: None,
+            key_limit: entry.rate_limit,
+        }));
         self.tables.entry(kind).or_default().insert(entry.digest, entry);
     }
 
@@ -125,9 +141,22 @@ impl KeyStore {
         presented: &str,
         revocations: &Revocations,
         now: u64,
-    ) -> Result<Identity, Reason> {
+    ) -> Result<Arc<Identity>, Reason> {
         apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
-        let digest = apikey::digest(presented);
+        self.verify_digest(kind, &apikey::digest(presented), revocations, now)
+    }
+
+    /// Verifies a key already reduced to its digest (format and checksum
+    /// checked before): table lookup, constant-time comparison, revocation,
+    /// expiry.
+    pub fn verify_digest(
+        &self,
+        kind: KeyKindTag,
+        digest: &ApiKeyDigest,
+        revocations: &Revocations,
+        now: u64,
+    ) -> Result<Arc<Identity>, Reason> {
+        let digest = *digest;
         let entry = self
             .tables
             .get(&kind)
@@ -140,16 +169,6 @@ impl KeyStore {
         if entry.expires_at.is_some_and(|exp| now >= exp) {
             return Err(Reason::ApiKeyExpired);
         }
-        Ok(Identity {
-            method: kind.credential(),
-            subject: entry.subject.clone(),
-            roles: entry.roles.clone(),
-            scopes: entry.scopes.clone(),
-            app_id: entry.app_id.clone(),
-            key_id: Some(entry.id.clone()),
-            session_id: None,
-            guest_id: None,
-            key_limit: entry.rate_limit,
-        })
+        entry.identity.clone().ok_or(Reason::UnknownApiKey)
     }
 }

@@ -19,6 +19,7 @@ use crate::revocation::Revocations;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::Arc;
 
 /// Entries kept before the cache is emptied and refilled.
 pub const DEFAULT_CAPACITY: usize = 8192;
@@ -26,8 +27,8 @@ pub const DEFAULT_CAPACITY: usize = 8192;
 /// What a hit needs: the identity and the claims revocation looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// The identity the token proved.
-    pub identity: Identity,
+    /// The identity the token proved (shared by every request using it).
+    pub identity: Arc<Identity>,
     /// `exp` plus the issuer's skew: the last second the token is valid.
     pub valid_until: u64,
     /// `jti`.
@@ -36,23 +37,53 @@ pub struct Verified {
     pub iat: Option<u64>,
 }
 
-/// The cache. Interior mutability: engines are shared read-only.
+/// A bounded map from a keyed 128-bit hash of a credential to what its
+/// verification established. Interior mutability: engines are shared
+/// read-only.
 #[derive(Debug, Default)]
-pub struct TokenCache {
-    entries: RefCell<HashMap<u128, Verified>>,
+pub struct VerifiedCache<V> {
+    entries: RefCell<HashMap<u128, V>>,
     capacity: usize,
     keys: (RandomState, RandomState),
 }
 
-impl Clone for TokenCache {
+/// Verified JWTs.
+pub type TokenCache = VerifiedCache<Verified>;
+
+impl<V> Clone for VerifiedCache<V> {
     fn clone(&self) -> Self {
         // A clone is a new engine: it starts cold.
         Self::new(self.capacity)
     }
 }
 
+impl<V: Clone> VerifiedCache<V> {
+    /// The value stored for `key`.
+    pub fn lookup(&self, key: &u128) -> Option<V> {
+        self.entries.borrow().get(key).cloned()
+    }
+}
+
 impl TokenCache {
-    /// An empty cache holding at most `capacity` tokens.
+    /// A still-valid, unrevoked identity for `key`; `Err` carries the
+    /// reason a cached token is now refused (expired or revoked).
+    pub fn get(&self, key: &u128, revocations: &Revocations, now: u64) -> Option<Result<Arc<Identity>, crate::Reason>> {
+        let entries = self.entries.borrow();
+        let hit = entries.get(key)?;
+        if now > hit.valid_until {
+            return Some(Err(crate::Reason::TokenExpired));
+        }
+        let id = &hit.identity;
+        let subject = Some(id.subject.as_str()).filter(|s| !s.is_empty());
+        if revocations.token_revoked(hit.jti.as_deref(), id.session_id.as_deref(), subject, hit.iat) {
+            return Some(Err(crate::Reason::Revoked));
+        }
+        Some(Ok(Arc::clone(id)))
+    }
+}
+
+impl<V> VerifiedCache<V> {
+    /// An empty cache holding at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self { entries: RefCell::new(HashMap::new()), capacity, keys: (RandomState::new(), RandomState::new()) }
     }
@@ -67,24 +98,8 @@ impl TokenCache {
         (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
     }
 
-    /// A still-valid, unrevoked identity for `key`; `Err` carries the
-    /// reason a cached token is now refused (expired or revoked).
-    pub fn get(&self, key: &u128, revocations: &Revocations, now: u64) -> Option<Result<Identity, crate::Reason>> {
-        let entries = self.entries.borrow();
-        let hit = entries.get(key)?;
-        if now > hit.valid_until {
-            return Some(Err(crate::Reason::TokenExpired));
-        }
-        let id = &hit.identity;
-        let subject = Some(id.subject.as_str()).filter(|s| !s.is_empty());
-        if revocations.token_revoked(hit.jti.as_deref(), id.session_id.as_deref(), subject, hit.iat) {
-            return Some(Err(crate::Reason::Revoked));
-        }
-        Some(Ok(id.clone()))
-    }
-
-    /// Stores a verified token.
-    pub fn put(&self, key: u128, verified: Verified) {
+    /// Stores a verified credential's outcome.
+    pub fn put(&self, key: u128, verified: V) {
         if self.capacity == 0 {
             return;
         }

@@ -473,9 +473,37 @@ fn token_cache_is_bounded() {
         key_limit: None,
     };
     for i in 0..10u8 {
-        let v =
-            meshgate_core::token_cache::Verified { identity: identity.clone(), valid_until: NOW, jti: None, iat: None };
+        let v = meshgate_core::token_cache::Verified {
+            identity: std::sync::Arc::new(identity.clone()),
+            valid_until: NOW,
+            jti: None,
+            iat: None,
+        };
         cache.put(u128::from(i), v);
         assert!(cache.len() <= 3);
     }
+}
+
+#[test]
+fn cached_keys_still_honour_revocation_and_expiry() {
+    use meshgate_core::ratelimit::table::MemoryStore;
+    let store = MemoryStore::default();
+    let mut engine = engine();
+    let req = Req::get("/api/x").header("x-api-key", &api_key(1));
+    let decide = |e: &meshgate_core::Engine, at: u64| match e.decide(&req.view(), at * 1_000_000, &store) {
+        Decision::Allow(_) => None,
+        Decision::Deny(d) => Some(d.reason),
+    };
+    assert_eq!(decide(&engine, NOW), None);
+    assert_eq!(engine.key_digests.len(), 1, "verified key remembered");
+    assert_eq!(decide(&engine, NOW), None, "cache hit");
+    engine.revocations.revoke_key("key_good", NOW + 60);
+    assert_eq!(decide(&engine, NOW), Some(Reason::Revoked), "revocation applies to cached keys");
+    // Unknown and malformed keys are never remembered.
+    let engine = self::engine();
+    for key in [api_key(9), "mg_nope".to_owned()] {
+        let bad = Req::get("/api/x").header("x-api-key", &key);
+        assert!(matches!(engine.decide(&bad.view(), NOW_US, &store), Decision::Deny(_)));
+    }
+    assert!(engine.key_digests.is_empty());
 }
