@@ -44,10 +44,16 @@ envoy-validate: $(ENVOY)
 	$(ENVOY) --mode validate -c $$tmp/demo.yaml --disable-hot-restart --log-level warning
 
 # End-to-end tests against a real Envoy (2 workers): rate limits across workers, abuse
-# lockout, shadow rules, the request pipeline, bad-config refusal. Needs the .wasm
-# (`make build`); the top-level `test` target runs it after building.
+# lockout, shadow rules, the request pipeline, bad-config refusal, and (group `sync`) the
+# control plane's sync feed: revocation latency to both workers, outage and restart. Needs
+# the .wasm (`make build`); the top-level `test` target runs it after building. The
+# control plane binary (debug) is built here.
 MESHGATE_WASM ?= $(WASM)
+CARGO ?= cargo
+MESHGATE_BIN ?= target/debug/meshgate
 
 .PHONY: envoy-e2e
 envoy-e2e: $(ENVOY)
-	ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) python3 envoy/e2e/run.py
+	$(CARGO) build -p meshgate
+	ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) MESHGATE_BIN=$(abspath $(MESHGATE_BIN)) \
+		python3 envoy/e2e/run.py

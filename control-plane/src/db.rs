@@ -100,7 +100,35 @@ pub async fn bump(tx: &mut Tx, counter: Counter) -> Result<i64, sqlx::Error> {
         .bind(name)
         .fetch_one(&mut **tx)
         .await?;
+    let value = row.try_get::<i64, _>(0)?;
+    if matches!(counter, Counter::Change) && tx.backend_name() == "PostgreSQL" {
+        // Transactional: PostgreSQL delivers it to every replica's listener
+        // only if and when this transaction commits (see `sync::notify`).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::sync::notify::CHANNEL)
+            .bind(value.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(value)
+}
+
+/// The version below which the sync feed cannot build deltas.
+pub async fn sync_floor(tx: &mut Tx) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT value FROM counters WHERE name = 'sync_floor'").fetch_one(&mut **tx).await?;
     row.try_get::<i64, _>(0)
+}
+
+/// Raises the sync floor to the current change version, inside `tx`: filters
+/// older than that get a snapshot (after deletions deltas cannot express).
+pub async fn raise_sync_floor(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    bump(tx, Counter::Change).await?;
+    sqlx::query(
+        "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'change') WHERE name = 'sync_floor'",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The current change version (what the sync feed compares `since` with).

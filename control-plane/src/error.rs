@@ -21,6 +21,9 @@ pub enum ApiError {
     /// A field value is out of range or malformed.
     #[error("invalid value: {0}")]
     Validation(String),
+    /// A query parameter is malformed, unknown or repeated (400).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     /// The body is not declared as `application/json`.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -91,6 +94,7 @@ impl ApiError {
             Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON body"),
             Self::InvalidBody(_) => (S::UNPROCESSABLE_ENTITY, "invalid-body", "Invalid request body"),
             Self::Validation(_) => (S::UNPROCESSABLE_ENTITY, "validation", "Invalid field value"),
+            Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", "Invalid query parameter"),
             Self::UnsupportedMediaType => {
                 (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Expected application/json")
             }
@@ -112,7 +116,11 @@ impl ApiError {
     /// The client-visible detail, if any.
     fn detail(&self) -> Option<String> {
         match self {
-            Self::MalformedJson(d) | Self::InvalidBody(d) | Self::Validation(d) | Self::Conflict(d) => Some(d.clone()),
+            Self::MalformedJson(d)
+            | Self::InvalidBody(d)
+            | Self::Validation(d)
+            | Self::InvalidQuery(d)
+            | Self::Conflict(d) => Some(d.clone()),
             _ => None,
         }
     }

@@ -1,7 +1,8 @@
 //! Periodic purge of rows that can no longer matter, so tables stay bounded:
 //! revocations past `until`, ended sessions and their refresh tokens, and
 //! retired signing keys whose tokens have all expired. Filters drop expired
-//! revocations by `until` on their own, so deleting them loses nothing.
+//! revocations by `until` on their own, so deleting them loses nothing;
+//! deleting signing keys raises the sync feed's delta floor.
 
 use std::time::Duration;
 
@@ -25,8 +26,15 @@ pub async fn purge(db: &Db, now: i64) -> Result<u64, sqlx::Error> {
         ("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1", old),
         ("DELETE FROM signing_keys WHERE status = 'retired' AND retire_after < $1", old),
     ];
+    let mut keys_removed = 0;
     for (sql, bound) in statements {
-        removed += sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+        keys_removed = sqlx::query(sql).bind(bound).execute(&mut *tx).await?.rows_affected();
+        removed += keys_removed;
+    }
+    if keys_removed > 0 {
+        // A delta cannot say "this signing key row is gone": filters older
+        // than now get a snapshot (the last statement deletes signing keys).
+        crate::db::raise_sync_floor(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(removed)
@@ -38,7 +46,10 @@ pub async fn run_periodically(state: crate::state::AppState, every: Duration) {
     loop {
         tick.tick().await;
         match purge(&state.db, state.now()).await {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "housekeeping purged expired rows"),
+            Ok(n) if n > 0 => {
+                state.sync.changed();
+                tracing::info!(removed = n, "housekeeping purged expired rows");
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }

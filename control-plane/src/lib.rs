@@ -22,6 +22,7 @@
 //! | [`apikeys`] | API keys: create, list, revoke, verify |
 //! | [`signing`] | signing keys: rotation, JWKS, OpenID discovery |
 //! | [`revocations`] | revocation records |
+//! | [`sync`] | the sync feed to filters: snapshots, deltas, long-poll |
 //! | [`housekeeping`] | periodic purge of expired rows |
 //! | [`audit`] | audit log and its query API |
 //! | [`ops`] | health, metrics, OpenAPI |
@@ -45,6 +46,7 @@ pub mod ops;
 pub mod revocations;
 pub mod signing;
 pub mod state;
+pub mod sync;
 pub mod tokens;
 pub mod users;
 
@@ -74,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .merge(revocations::router())
         .merge(signing::router())
         .merge(audit::router())
+        .merge(sync::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), ops::metrics::track))
@@ -89,17 +92,26 @@ pub async fn prepare(config: Config) -> anyhow::Result<(AppState, Option<String>
     let db = Db::connect(&config.database_url(), config.db_pool_size).await?;
     let master = MasterKey::load_or_generate(config.master_key.as_deref(), &config.data_dir)?;
     let state = AppState::new(config, db, master);
+    if state.db.backend == db::Backend::Postgres {
+        // Changes committed through other replicas wake this one's polls.
+        state.sync.listen_postgres(state.config.database_url()).await;
+    }
     let password = bootstrap::run(&state).await?;
     Ok((state, password))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains
-/// in-flight requests.
+/// in-flight requests (held sync polls answer at once).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let notifier = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        notifier.sync.shutdown();
+    };
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }

@@ -158,5 +158,6 @@ pub async fn create(
     };
     audit::record(&mut tx, now, event).await?;
     tx.commit().await?;
+    state.sync.changed();
     Ok((StatusCode::CREATED, Json(Revocation { kind: req.kind, value: req.value, not_before, until })))
 }

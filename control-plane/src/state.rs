@@ -53,6 +53,10 @@ pub struct Inner {
     pub limiter: LoginLimiter,
     /// Prometheus counters.
     pub metrics: Metrics,
+    /// Wake-ups of held sync feed polls.
+    pub sync: crate::sync::Notifier,
+    /// Recently built sync feed answers.
+    pub sync_cache: crate::sync::Cache,
     /// Decrypted signing keys and when they were loaded.
     keys: Mutex<Option<(Instant, Arc<Vec<SigningKey>>)>>,
 }
@@ -83,6 +87,8 @@ impl AppState {
             clock: Clock::default(),
             limiter,
             metrics: Metrics::default(),
+            sync: crate::sync::Notifier::default(),
+            sync_cache: crate::sync::Cache::default(),
             keys: Mutex::new(None),
         }))
     }

@@ -260,6 +260,9 @@ pub async fn patch(
     };
     audit::record(&mut tx, now, event).await?;
     tx.commit().await?;
+    if req.disabled == Some(true) {
+        state.sync.changed();
+    }
     Ok(Json(fetch(&state.db, &id).await?))
 }
 

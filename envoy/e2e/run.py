@@ -15,6 +15,16 @@ Groups:
           headers, path normalization)
   abuse   abuse lockout on a sensitive route, exempt health route
   badcfg  a bad plugin configuration: Envoy must exit non-zero naming the field
+  sync    the control plane (`meshgate serve`, SQLite) + Envoy following its sync feed:
+          signing keys arrive, revocation latency to both workers over 100 revocations
+          (logout, token, session, user, API key; p50/p90/p99/max printed, p99 < 250 ms),
+          feed stats, last good state while the control plane is down, resumed sync after
+          its restart (envoy/e2e/sync_e2e.py)
+  gateway the control plane + Envoy with the demo configuration, everything through the
+          gateway: public/protected routes, login via Envoy -> identity headers, spoofed
+          headers stripped, wrong role, a control-plane API key (by the feed) as X-API-Key
+          and Bearer, service and admin keys, guest read-only, refresh and logout via Envoy
+          -> old token refused, the filter's counters in /stats (envoy/e2e/gateway_e2e.py)
 
 Output: one line per check, `ok <name>: <detail>` or `FAIL <name>: <detail>`, then
 Envoy's log for any group with a failure, then exactly one line `N passed, M failed`.
@@ -25,7 +35,9 @@ Environment:
   MESHGATE_WASM       filter module  (default <repo>/target/wasm32-wasip1/release/meshgate_filter.wasm)
   MESHGATE_E2E_KEEP=1     keep the work directory (rendered bootstraps, logs)
   MESHGATE_E2E_VERBOSE=1  print Envoy's log even when every check passed
-  MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg)
+  MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg, sync, gateway)
+  MESHGATE_BIN        control plane binary for `sync` and `gateway` (default <repo>/target/debug/meshgate;
+                      `cargo build -p meshgate`)
 
 Python 3.11 standard library only; loopback only; bounded request counts and time.
 """
@@ -55,6 +67,10 @@ REPO = ENVOY_DIR.parent
 sys.path.insert(0, str(ENVOY_DIR))
 import render as render_mod  # noqa: E402  (envoy/render.py)
 
+sys.path.insert(0, str(HERE))
+import sync_e2e  # noqa: E402  (envoy/e2e/sync_e2e.py: the `sync` group)
+import gateway_e2e  # noqa: E402  (envoy/e2e/gateway_e2e.py: the `gateway` group)
+
 ENVOY = os.environ.get("ENVOY") or str(REPO / ".venv" / "bin" / "envoy")
 WASM = os.environ.get("MESHGATE_WASM") or str(
     REPO / "target" / "wasm32-wasip1" / "release" / "meshgate_filter.wasm"
@@ -64,7 +80,7 @@ if not os.path.isabs(WASM):
 
 HTTP_TIMEOUT = 10  # seconds, per request
 READY_TIMEOUT = 40  # seconds, Envoy start-up (V8 compiles the module in every VM)
-DEADLINE = time.monotonic() + 150  # hard ceiling for the whole run
+DEADLINE = time.monotonic() + 330  # hard ceiling for the whole run (sync: ~90 s, gateway: ~30 s)
 
 # --- test credentials (public, test-only) ----------------------------------------------
 ISSUER, AUDIENCE, KID = "meshgate-e2e", "meshgate-e2e-api", "e2e-hs256"
@@ -215,9 +231,10 @@ def noisy(line: str) -> bool:
 class Stack:
     """Echo upstream + Envoy with one plugin configuration."""
 
-    def __init__(self, name: str, plugin: dict, work: Path) -> None:
+    def __init__(self, name: str, plugin: dict, work: Path, control_plane_port: int = 1) -> None:
         self.name = name
         self.plugin = plugin
+        self.control_plane_port = control_plane_port
         self.dir = work / name
         self.dir.mkdir(parents=True)
         self.echo: subprocess.Popen | None = None
@@ -242,7 +259,7 @@ class Stack:
 
         bootstrap = render_mod.render(
             wasm=WASM, plugin_json=json.dumps(self.plugin), envoy_port=0, admin_port=0,
-            upstream_port=upstream_port, control_plane_port=1,
+            upstream_port=upstream_port, control_plane_port=self.control_plane_port,
         )
         (self.dir / "envoy.yaml").write_text(bootstrap)
         addr_file = self.dir / "admin.addr"
@@ -702,6 +719,8 @@ def main() -> int:
             ("limits", lambda: run_group(work, "limits", LIMITS_CONFIG, group_limits)),
             ("abuse", lambda: run_group(work, "abuse", ABUSE_CONFIG, group_abuse)),
             ("badcfg", lambda: group_badcfg(work)),
+            ("sync", lambda: sync_e2e.group_sync(sys.modules[__name__], work)),
+            ("gateway", lambda: gateway_e2e.group_gateway(sys.modules[__name__], work)),
         ]
         for gname, fn in groups:
             if only and gname not in only:

@@ -173,6 +173,7 @@ pub async fn create(
     };
     audit::record(&mut tx, now, event).await?;
     tx.commit().await?;
+    state.sync.changed();
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, meta })))
 }
 
@@ -226,6 +227,7 @@ pub async fn revoke(State(state): State<AppState>, p: Principal, Path(id): Path<
     };
     audit::record(&mut tx, now, event).await?;
     tx.commit().await?;
+    state.sync.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -217,6 +217,7 @@ pub async fn logout(State(state): State<AppState>, principal: Principal, body: B
     };
     audit::record(&mut tx, now, event).await?;
     tx.commit().await?;
+    state.sync.changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -186,6 +186,7 @@ async fn refresh_once(state: &AppState, presented: &str, ip: &str) -> ApiResult<
         };
         audit::record(&mut tx, now, event).await?;
         tx.commit().await?;
+        state.sync.changed();
         state.metrics.inc("meshgate_refresh_total{outcome=\"reuse\"}");
         tracing::warn!(session = %sid, "refresh token reuse detected; session revoked");
         return Err(ApiError::InvalidRefreshToken);

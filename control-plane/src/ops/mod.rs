@@ -82,6 +82,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         crate::signing::openid_configuration,
         crate::signing::rotate,
         crate::audit::list,
+        crate::sync::sync,
     ),
     components(schemas(crate::error::Problem))
 )]

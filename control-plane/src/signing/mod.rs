@@ -86,6 +86,7 @@ pub async fn rotate(
     let min_published = (!q.force).then_some(state.config.key_publish_secs);
     let active_kid =
         keyring::rotate(&state.db, &state.master, state.config.signing_alg, now, retire_delay, min_published).await?;
+    state.sync.changed();
     let detail = serde_json::json!({"force": q.force});
     let event = Event {
         action: "signing_key.rotate",

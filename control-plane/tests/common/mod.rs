@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tower::ServiceExt;
 
+pub mod feed;
+
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
 
 /// Where PostgreSQL is expected (override with MESHGATE_TEST_PG).
@@ -46,7 +48,7 @@ pub fn notice(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
-async fn pg_reachable() -> bool {
+pub async fn pg_reachable() -> bool {
     sqlx::any::install_default_drivers();
     let connect = sqlx::AnyConnection::connect(&pg_admin_url());
     matches!(tokio::time::timeout(std::time::Duration::from_secs(3), connect).await, Ok(Ok(_)))
@@ -89,6 +91,18 @@ impl TestApp {
         let (state, _) = meshgate::prepare(config).await.expect("prepare");
         let router = meshgate::app(state.clone());
         Self { state, router, kind, pg_db, _dir: dir }
+    }
+
+    /// A second replica on the same database (same config and master key),
+    /// with its own state, notifier and — on PostgreSQL — its own listener.
+    /// Its cleanup leaves the database to the original.
+    pub async fn replica(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = self.state.config.clone();
+        config.data_dir = dir.path().to_path_buf();
+        let (state, _) = meshgate::prepare(config).await.expect("prepare replica");
+        let router = meshgate::app(state.clone());
+        Self { state, router, kind: self.kind, pg_db: None, _dir: dir }
     }
 
     pub async fn cleanup(self) {

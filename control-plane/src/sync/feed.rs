@@ -1,0 +1,288 @@
+//! Building one feed response from one consistent read of the database
+//! (a read transaction: `REPEATABLE READ` on PostgreSQL, a WAL snapshot on
+//! SQLite), so the version and the rows always agree.
+//!
+//! Rows are updated in place and stamped with the change version of their
+//! last write, so "what changed since N" is `version > N` on three tables.
+//! Deleted rows cannot be expressed that way; the housekeeping that deletes
+//! signing keys raises the `sync_floor` counter, and a `since` below it gets
+//! a snapshot. (Expired revocations are also deleted, but filters drop those
+//! by `until` on their own.)
+//!
+//! API keys and revocations are streamed from the database straight into the
+//! JSON body (the field names of `meshgate_wire::sync::SyncResponse`; the
+//! tests parse every answer with that type), so a snapshot of 10^6 keys
+//! never holds 10^6 rows or records at once — only the encoded bytes.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::TryStreamExt;
+use meshgate_wire::config::{Jwk, KeyRateLimit, KeyRecord};
+use meshgate_wire::sync::{Revocation, RevocationKind, SigningKey, SyncKind, SyncResponse};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{self, Backend, Tx};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Window of the per-key limit: the control plane stores requests per minute.
+const KEY_LIMIT_WINDOW_SECS: u32 = 60;
+
+/// An encoded answer.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The version it brings a filter to.
+    pub version: u64,
+    /// Snapshot or delta.
+    pub kind: SyncKind,
+    /// The JSON body (a `SyncResponse`).
+    pub body: Bytes,
+}
+
+/// The empty delta a long-poll answers when nothing changed.
+pub fn unchanged(since: u64) -> SyncResponse {
+    SyncResponse { version: since, kind: SyncKind::Delta, since: Some(since), ..SyncResponse::default() }
+}
+
+/// Encodes a whole response (small ones: the unchanged answer).
+pub fn encode(response: &SyncResponse) -> ApiResult<Built> {
+    let body = serde_json::to_vec(response).map_err(|e| ApiError::Internal(format!("encode: {e}")))?;
+    Ok(Built { version: response.version, kind: response.kind, body: body.into() })
+}
+
+/// Reads the state at the current version: a delta from `since` when it can
+/// be expressed, else (no `since`, 0, below the floor, or ahead of the
+/// counter) a snapshot.
+pub async fn build(state: &AppState, since: Option<u64>) -> ApiResult<Built> {
+    let mut tx = match state.db.backend {
+        Backend::Sqlite => state.db.pool.begin().await?,
+        Backend::Postgres => state.db.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
+    };
+    let version: i64 =
+        sqlx::query("SELECT value FROM counters WHERE name = 'change'").fetch_one(&mut *tx).await?.try_get(0)?;
+    let version = u64::try_from(version).unwrap_or(0);
+    let floor = u64::try_from(db::sync_floor(&mut tx).await?).unwrap_or(0);
+    let since = since.filter(|&s| s > 0 && s >= floor && s <= version);
+    let kind = if since.is_some() { SyncKind::Delta } else { SyncKind::Snapshot };
+    let now = state.now();
+    // Rows stamped after `after` (-1: every row, for a snapshot).
+    let after = since.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+
+    let mut out = Vec::with_capacity(4096);
+    let head = match since {
+        Some(s) => format!("{{\"version\":{version},\"kind\":\"delta\",\"since\":{s}"),
+        None => format!("{{\"version\":{version},\"kind\":\"snapshot\""),
+    };
+    out.extend_from_slice(head.as_bytes());
+    let (keys, removed_kids) = signing_keys(state, &mut tx, after, now).await?;
+    field(&mut out, "signing_keys", &keys)?;
+    if kind == SyncKind::Delta {
+        field(&mut out, "removed_signing_keys", &removed_kids)?;
+    }
+    let removed = api_keys(&mut tx, after, now, kind, &mut out).await?;
+    if kind == SyncKind::Delta {
+        let digests: Vec<&str> = removed.values().map(|r| r.digest.as_str()).collect();
+        field(&mut out, "removed_keys", &digests)?;
+    }
+    revocations(&mut tx, after, now, removed, &mut out).await?;
+    out.extend_from_slice(b",\"bans\":[]}");
+    tx.commit().await?;
+    Ok(Built { version, kind, body: out.into() })
+}
+
+fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) -> ApiResult<()> {
+    out.extend_from_slice(format!(",\"{name}\":").as_bytes());
+    item(out, value)
+}
+
+fn item<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> ApiResult<()> {
+    serde_json::to_writer(out, value).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+}
+
+/// Live signing keys (all of them, or the changed ones) and, for a delta,
+/// the kids of changed keys that no longer verify.
+async fn signing_keys(
+    state: &AppState,
+    tx: &mut Tx,
+    after: i64,
+    now: i64,
+) -> ApiResult<(Vec<SigningKey>, Vec<String>)> {
+    let rows = sqlx::query(
+        "SELECT kid, alg, status, private_enc, public_jwk, retire_after FROM signing_keys \
+         WHERE version > $1 ORDER BY created_at, kid",
+    )
+    .bind(after)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (mut live, mut gone) = (Vec::new(), Vec::new());
+    for row in rows {
+        let kid: String = row.try_get("kid")?;
+        let status: String = row.try_get("status")?;
+        let retire_after: Option<i64> = row.try_get("retire_after")?;
+        if status == "retired" && retire_after.is_none_or(|t| t <= now) {
+            gone.push(kid);
+            continue;
+        }
+        let jwk = match row.try_get::<Option<String>, _>("public_jwk")? {
+            Some(public) => serde_json::from_str::<Jwk>(&public)
+                .map_err(|e| ApiError::Internal(format!("signing key {kid}: public JWK: {e}")))?,
+            None => hs256_jwk(state, &row, &kid)?,
+        };
+        live.push(SigningKey { issuer: state.config.issuer.clone(), jwk });
+    }
+    Ok((live, gone))
+}
+
+/// An HS256 key as an `oct` JWK: the shared secret, which leaves the control
+/// plane only here (never in JWKS).
+fn hs256_jwk(state: &AppState, row: &AnyRow, kid: &str) -> ApiResult<Jwk> {
+    let alg: String = row.try_get("alg")?;
+    if alg != "HS256" {
+        return Err(ApiError::Internal(format!("signing key {kid}: no public JWK for {alg}")));
+    }
+    let sealed: String = row.try_get("private_enc")?;
+    let secret = state.master.open(kid, &sealed).map_err(|e| ApiError::Internal(format!("signing key {kid}: {e}")))?;
+    Ok(Jwk {
+        kty: "oct".into(),
+        kid: Some(kid.to_string()),
+        alg: Some("HS256".into()),
+        crv: None,
+        k: Some(URL_SAFE_NO_PAD.encode(secret)),
+        x: None,
+        y: None,
+        n: None,
+        e: None,
+        use_: Some("sig".into()),
+    })
+}
+
+/// A key a delta removes.
+struct Removed {
+    digest: String,
+    /// `Some(until)` when it is revoked (not merely expired): it is also
+    /// listed as a `key` revocation.
+    revoked_until: Option<u64>,
+}
+
+/// Streams `"api_keys":[…]`; returns the removed keys (deltas only).
+async fn api_keys(
+    tx: &mut Tx,
+    after: i64,
+    now: i64,
+    kind: SyncKind,
+    out: &mut Vec<u8>,
+) -> ApiResult<HashMap<String, Removed>> {
+    let delta = kind == SyncKind::Delta;
+    // A snapshot needs only live keys; a delta needs every changed row.
+    let filter = if delta { "" } else { " AND k.revoked_at IS NULL AND k.expires_at > $2 AND u.disabled = 0" };
+    let sql = format!(
+        "SELECT k.id, k.digest, k.owner_id, k.app_id, k.scopes, k.rate_limit, k.expires_at, k.revoked_at, u.disabled \
+         FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.version > $1{filter}"
+    );
+    let mut query = sqlx::query(&sql).bind(after);
+    if !delta {
+        query = query.bind(now);
+    }
+    let mut rows = query.fetch(&mut **tx);
+    let mut removed = HashMap::new();
+    let mut first = true;
+    out.extend_from_slice(b",\"api_keys\":[");
+    while let Some(row) = rows.try_next().await? {
+        let id: String = row.try_get("id")?;
+        let digest: String = row.try_get("digest")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let revoked = row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("disabled")? != 0;
+        if revoked || expires_at <= now {
+            // Only deltas get here (a snapshot selects live keys).
+            let revoked_until = (expires_at > now).then(|| unix(expires_at));
+            removed.insert(id, Removed { digest, revoked_until });
+            continue;
+        }
+        let rate_limit = row.try_get::<Option<i64>, _>("rate_limit")?.map(|limit| KeyRateLimit {
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            window_secs: KEY_LIMIT_WINDOW_SECS,
+        });
+        let record = KeyRecord {
+            id,
+            digest,
+            subject: row.try_get("owner_id")?,
+            app_id: row.try_get("app_id")?,
+            // API keys carry scopes only, as when the control plane itself
+            // authenticates them: roles belong to a user's tokens.
+            roles: Vec::new(),
+            scopes: row.try_get::<String, _>("scopes")?.split_whitespace().map(str::to_string).collect(),
+            expires_at: Some(unix(expires_at)),
+            rate_limit,
+        };
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        item(out, &record)?;
+    }
+    out.push(b']');
+    Ok(removed)
+}
+
+fn revocation_kind(column: &str) -> Option<RevocationKind> {
+    Some(match column {
+        "jti" => RevocationKind::Token,
+        "sid" => RevocationKind::Session,
+        "sub" => RevocationKind::User,
+        "key" => RevocationKind::Key,
+        _ => return None,
+    })
+}
+
+fn unix(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
+}
+
+/// Streams `"revocations":[…]`: the live rows (all, or the changed ones),
+/// then a `key` revocation for every revoked key of `removed` the rows did
+/// not already cover.
+async fn revocations(
+    tx: &mut Tx,
+    after: i64,
+    now: i64,
+    mut removed: HashMap<String, Removed>,
+    out: &mut Vec<u8>,
+) -> ApiResult<()> {
+    // `until + 0`: SQLite would otherwise pick the `until` index, which every
+    // live row matches, and scan the table for a one-row delta.
+    let mut rows =
+        sqlx::query("SELECT kind, value, not_before, until FROM revocations WHERE version > $1 AND until + 0 >= $2")
+            .bind(after)
+            .bind(now)
+            .fetch(&mut **tx);
+    let mut first = true;
+    out.extend_from_slice(b",\"revocations\":[");
+    let mut push = |out: &mut Vec<u8>, r: &Revocation| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        item(out, r)
+    };
+    while let Some(row) = rows.try_next().await? {
+        let Some(kind) = revocation_kind(&row.try_get::<String, _>("kind")?) else { continue };
+        let id: String = row.try_get("value")?;
+        if kind == RevocationKind::Key
+            && let Some(r) = removed.get_mut(&id)
+        {
+            r.revoked_until = None;
+        }
+        let until = unix(row.try_get("until")?);
+        let not_before = row.try_get::<Option<i64>, _>("not_before")?.map(unix);
+        push(out, &Revocation { kind, id, until, not_before })?;
+    }
+    for (id, r) in removed {
+        if let Some(until) = r.revoked_until {
+            push(out, &Revocation { kind: RevocationKind::Key, id, until, not_before: None })?;
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
