@@ -6,7 +6,8 @@
 #   make run     the demo: control plane, Envoy with the filter, an echo upstream
 #   make lint    clippy (unwrap/expect/panic denied in filter crates) + rustfmt check
 #   make fmt     format everything
-#   make bench   core micro-benchmarks; make bench-cp: control-plane throughput
+#   make bench   side-by-side Envoy benchmark + core micro-benchmarks
+#                (bench-envoy, bench-core; bench-cp: control-plane throughput)
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
@@ -51,10 +52,33 @@ smoke: build $(ENVOY)
 clean:
 	$(CARGO) clean
 
+# Side-by-side Envoy benchmark: one Envoy per variant (baseline, no-op Wasm,
+# native jwt_authn + local_ratelimit, meshgate with HS256/ES256/EdDSA/API keys,
+# first-seen tokens), wrk on the other core; prints ratios and writes
+# bench/results.md. Installs wrk and taskset (Debian) when missing, and
+# `cryptography` into .venv (ES256/EdDSA tokens).
+# Options: make bench BENCH_ARGS="--duration 10 --rounds 5".
+NOOP_WASM := bench/noop-filter/target/$(WASM_TARGET)/release/meshgate_bench_noop.wasm
+BENCH_ARGS ?=
+
+.PHONY: bench bench-envoy bench-tools bench-core bench-cp
+bench: bench-envoy bench-core
+
+bench-tools: $(ENVOY)
+	@command -v wrk >/dev/null && command -v taskset >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq wrk util-linux; }
+	@$(VENV)/bin/python -c 'import cryptography' 2>/dev/null || \
+		$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+			--only-binary=:all: cryptography
+
+bench-envoy: build bench-tools
+	$(CARGO) build --manifest-path bench/noop-filter/Cargo.toml --target $(WASM_TARGET) --release
+	ENVOY=$(ENVOY) MESHGATE_WASM=$(WASM) MESHGATE_BENCH_NOOP_WASM=$(NOOP_WASM) \
+		$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
 # Core micro-benchmarks (native): cost per decision for each credential
 # type, with a rate limit, with 10^5 revocations.
-.PHONY: bench bench-cp
-bench:
+bench-core:
 	$(CARGO) bench -p meshgate-core --bench decide
 
 # Control-plane throughput on SQLite, in process: POST /api/v1/apikeys/verify

@@ -159,7 +159,7 @@ impl Engine {
 
     /// Whether decisions need the peer address (to skip the host call).
     pub fn needs_peer(&self) -> bool {
-        !self.config.rate_limits.is_empty() || !self.bans.is_empty()
+        self.config.rate_limits.needs_ip() || !self.bans.is_empty()
     }
 
     fn verify_key(&self, kind: KeyKindTag, presented: &str, now: u64) -> Result<Arc<Identity>, Reason> {

@@ -249,6 +249,12 @@ impl RateLimits {
         self.rules.is_empty() && self.abuse.is_none()
     }
 
+    /// Whether any limit needs the client IP (rules keyed by `ip`, abuse
+    /// controls): otherwise the glue skips reading the peer address.
+    pub fn needs_ip(&self) -> bool {
+        self.abuse.is_some() || self.rules.iter().any(|r| r.key.contains(&KeyPart::Ip))
+    }
+
     /// Creates every counter slot; run once per VM at configure time.
     pub fn init(&self, store: &dyn CounterStore) -> Result<(), StoreError> {
         self.key_table.init(store)?;

@@ -1,0 +1,792 @@
+#!/usr/bin/env python3
+"""Side-by-side Envoy benchmark: meshgate vs no filter, a no-op Wasm filter and Envoy's
+native jwt_authn + local_ratelimit (issue 9). Standard library only; ES256/EdDSA tokens
+need the `cryptography` wheel (the `bench-envoy` Makefile target installs it into .venv
+and runs this script with .venv/bin/python); without it those variants are skipped.
+
+One Envoy per variant (own port, `--concurrency 1`, all pinned to CPU 0 with taskset),
+the same `direct_response` route (200, 3 bytes), so only the HTTP filters differ. wrk
+(Debian package) runs pinned to CPU 1, one variant at a time, and the variants alternate
+A B C D … A B C D … over the rounds so that drift (thermal, other load) spreads evenly.
+Every request carries a valid credential; before measuring, each variant must answer 200
+to it and 401 to a forged one, and a run with any non-2xx response or socket error is
+flagged, so error paths are never what is measured.
+
+    bench/run.py                         # 5 s per run, 3 rounds, every variant
+    bench/run.py --duration 10 --rounds 5 --connections 64
+    bench/run.py --variants baseline,noop-wasm,meshgate-hs256
+
+Variants (see bench/README.md): baseline, noop-wasm, native-{hs256,es256,eddsa},
+meshgate-{hs256,es256,eddsa,apikey}; {native,meshgate}-{es256,eddsa}-cold, where every
+request brings a token never seen before (bench/tokens.lua; the report derives the
+first-seen token cost from them; --cold-tokens 0 leaves them out); and ext-authz-apikey
+(central verification through the control plane's forward-auth endpoint; skipped with a
+note until that endpoint exists and MESHGATE_BENCH_FORWARD_AUTH_URL / _KEY point at it).
+
+Writes the table to bench/results.md (machine, Envoy version, date, per-round numbers).
+Everything started is stopped on exit, Ctrl-C included.
+
+Environment: ENVOY (default .venv/bin/envoy), MESHGATE_WASM (the release .wasm),
+MESHGATE_BENCH_NOOP_WASM (the no-op module), WRK (default `wrk`),
+MESHGATE_BENCH_FORWARD_AUTH_URL, MESHGATE_BENCH_FORWARD_AUTH_KEY (variant 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ENVOY_DIR = HERE / "envoy"
+DEFAULT_ENVOY = REPO / ".venv" / "bin" / "envoy"
+DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshgate_filter.wasm"
+DEFAULT_NOOP_WASM = HERE / "noop-filter" / "target" / "wasm32-wasip1" / "release" / "meshgate_bench_noop.wasm"
+CONTROL_PLANE_BINARIES = [REPO / "target" / "release" / "meshgate", REPO / "target" / "debug" / "meshgate"]
+
+ISSUER = "meshgate-bench"
+AUDIENCE = "meshgate-bench"
+SUBJECT = "bench-user"
+REQUEST_PATH = "/api/bench"
+
+try:  # ES256 / EdDSA signing; optional so the HS256 half runs on a bare Python.
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    HAVE_CRYPTOGRAPHY = True
+except ImportError:  # pragma: no cover - depends on the interpreter
+    HAVE_CRYPTOGRAPHY = False
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _compact(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class Signer:
+    """One JWT signing key: its JWK (public part) and a sign() for compact JWTs."""
+
+    def __init__(self, alg: str, kid: str):
+        self.alg, self.kid = alg, kid
+        if alg == "HS256":
+            self._secret = os.urandom(32)
+            self.jwk = {"kty": "oct", "kid": kid, "alg": "HS256", "k": b64url(self._secret)}
+        elif alg == "EdDSA":
+            self._key = ed25519.Ed25519PrivateKey.generate()
+            raw = self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            self.jwk = {"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "x": b64url(raw)}
+        elif alg == "ES256":
+            self._key = ec.generate_private_key(ec.SECP256R1())
+            nums = self._key.public_key().public_numbers()
+            self.jwk = {
+                "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+                "x": b64url(nums.x.to_bytes(32, "big")), "y": b64url(nums.y.to_bytes(32, "big")),
+            }
+        else:
+            raise ValueError(alg)
+
+    def _signature(self, data: bytes) -> bytes:
+        if self.alg == "HS256":
+            return hmac.new(self._secret, data, hashlib.sha256).digest()
+        if self.alg == "EdDSA":
+            return self._key.sign(data)
+        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def token(self, ttl: int = 7200) -> str:
+        now = int(time.time())
+        header = {"alg": self.alg, "typ": "JWT", "kid": self.kid}
+        claims = {
+            "iss": ISSUER, "aud": AUDIENCE, "sub": SUBJECT, "iat": now, "exp": now + ttl,
+            "jti": b64url(os.urandom(12)), "roles": ["reader"], "scope": "bench:read",
+        }
+        signing_input = f"{b64url(_compact(header))}.{b64url(_compact(claims))}"
+        return f"{signing_input}.{b64url(self._signature(signing_input.encode()))}"
+
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58encode(data: bytes) -> str:
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def api_key(prefix: str = "mg") -> str:
+    """A meshgate API key: prefix_base58(random32 ‖ sha256(tag, prefix, _, random)[:4])."""
+    random = os.urandom(32)
+    check = hashlib.sha256(b"meshgate-apikey:" + prefix.encode() + b"_" + random).digest()[:4]
+    return f"{prefix}_{b58encode(random + check)}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def yaml_string(text: str) -> str:
+    """A YAML double-quoted scalar holding `text` exactly (a JSON string literal is one)."""
+    return json.dumps(text, ensure_ascii=True)
+
+
+def fill(template: str, **values: str) -> str:
+    return string.Template(template).substitute(values)
+
+
+def snippet(name: str, indent: int, **values: str) -> str:
+    text = (ENVOY_DIR / "filters" / f"{name}.yaml.in").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    return textwrap.indent(fill(text, **values), " " * indent)
+
+
+def render_bootstrap(variant: str, port: int, admin_port: int, filters: str, clusters: str) -> str:
+    return fill(
+        (ENVOY_DIR / "bootstrap.yaml.in").read_text(),
+        VARIANT=variant, PORT=str(port), ADMIN_PORT=str(admin_port),
+        HTTP_FILTERS=filters.rstrip("\n") if filters else "", CLUSTERS=clusters or "    []",
+    )
+
+
+def plugin_config(path: Path, signers: list[Signer], key_digest: str) -> str:
+    """The plugin JSON at `path` with the run's JWKs and API key put in (the file holds
+    the policy; `issuers[0].keys`, its `algorithms` and `keys.api_keys` are overwritten)."""
+    cfg = json.loads(path.read_text())
+    cfg["issuers"][0]["keys"] = [s.jwk for s in signers]
+    cfg["issuers"][0]["algorithms"] = [s.alg for s in signers]
+    cfg["keys"]["api_keys"] = [{
+        "id": "bench-key", "digest": key_digest, "subject": SUBJECT, "app_id": "bench",
+        "roles": ["reader"], "scopes": ["bench:read"],
+    }]
+    return json.dumps(cfg, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- variants
+
+
+@dataclass
+class Variant:
+    name: str
+    group: str  # baseline | noop | native | meshgate | central
+    describe: str
+    headers: dict[str, str] = field(default_factory=dict)  # the valid credential
+    bad_headers: dict[str, str] | None = None  # a forged credential: must get 401
+    filters: str = ""
+    clusters: str = ""
+    alg: str | None = None  # pairs meshgate-X with native-X
+    skip: str | None = None  # why it is not run
+    tokens: list[str] | None = None  # "-cold": a distinct token per request (bench/tokens.lua)
+    hot: str | None = None  # "-cold": the variant with the same filter and a repeated token
+    counter: str | None = None  # admin stat proving the filter admitted the requests
+    # runtime
+    port: int = 0
+    admin_port: int = 0
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    runs: list[dict] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def forward_auth_variant() -> Variant:
+    """Variant 5 hook: Envoy ext_authz (HTTP) → the control plane's forward-auth endpoint.
+
+    Not built yet (issue 9). Runs when MESHGATE_BENCH_FORWARD_AUTH_URL points at a running
+    endpoint (e.g. http://127.0.0.1:8081/api/v1/forward-auth; Envoy appends the original
+    path to it) and MESHGATE_BENCH_FORWARD_AUTH_KEY is an API key the control plane accepts
+    (sent as X-API-Key, like meshgate-apikey). Skipped with a note otherwise.
+    TODO(issue 9): once `meshgate serve` has the endpoint, start it here on a temporary
+    data dir, create the key through the API, and drop the environment variables.
+    """
+    v = Variant("ext-authz-apikey", "central", "Envoy ext_authz (HTTP) → control plane forward-auth, X-API-Key")
+    url = os.environ.get("MESHGATE_BENCH_FORWARD_AUTH_URL", "").strip()
+    key = os.environ.get("MESHGATE_BENCH_FORWARD_AUTH_KEY", "").strip()
+    binary = next((b for b in CONTROL_PLANE_BINARIES if b.is_file()), None)
+    if not url:
+        where = f"control plane binary {binary.relative_to(REPO)} found" if binary else \
+            "no control plane binary (target/release/meshgate)"
+        v.skip = (f"{where}; its forward-auth endpoint is not built yet (issue 9, variant 5): set "
+                  "MESHGATE_BENCH_FORWARD_AUTH_URL and MESHGATE_BENCH_FORWARD_AUTH_KEY to a running one")
+        return v
+    if not key:
+        v.skip = "MESHGATE_BENCH_FORWARD_AUTH_URL is set but MESHGATE_BENCH_FORWARD_AUTH_KEY is not"
+        return v
+    u = urllib.parse.urlsplit(url)
+    if u.scheme != "http" or not u.hostname:
+        v.skip = f"MESHGATE_BENCH_FORWARD_AUTH_URL must be http://host:port/path, got {url!r}"
+        return v
+    host, port, path = u.hostname, u.port or 80, u.path.rstrip("/")
+    probe = f"http://{host}:{port}{path}{REQUEST_PATH}"
+    good, _ = http_get(probe, {"x-api-key": key})
+    bad, _ = http_get(probe, {"x-api-key": api_key()})
+    if (good, bad) != (200, 401):
+        v.skip = f"forward-auth endpoint {probe} answered {good} to the key and {bad} to a forged one (want 200, 401)"
+        return v
+    v.headers = {"x-api-key": key}
+    v.bad_headers = {"x-api-key": api_key()}
+    v.filters = snippet("ext-authz", 10, FORWARD_AUTH_URI=yaml_string(f"http://{host}:{port}"),
+                        FORWARD_AUTH_PATH=yaml_string(path))
+    v.clusters = textwrap.indent(textwrap.dedent(f"""\
+        - name: control_plane
+          type: STATIC
+          connect_timeout: 1s
+          load_assignment:
+            cluster_name: control_plane
+            endpoints:
+            - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: {host}, port_value: {port} }}
+        """), "  ")
+    v.counter = "http.bench.ext_authz.ok"
+    return v
+
+
+def build_variants(wasm: Path, noop_wasm: Path, cold_tokens: int, plugin_path: Path,
+                   extra: list[tuple[str, Path, Path]] = ()) -> list[Variant]:
+    algs = ["HS256", "ES256", "EdDSA"] if HAVE_CRYPTOGRAPHY else ["HS256"]
+    signers = {alg: Signer(alg, f"bench-{alg.lower()}") for alg in algs}
+    forged = {alg: Signer(alg, f"bench-{alg.lower()}") for alg in algs}  # same kid, other key
+    key = api_key()
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    plugin = yaml_string(plugin_config(plugin_path, list(signers.values()), digest))
+    token = {alg: signers[alg].token() for alg in algs}
+    bad_token = {alg: forged[alg].token() for alg in algs}
+    no_crypto = "the `cryptography` module is missing (run with .venv/bin/python after `pip install cryptography`)"
+
+    out = [
+        Variant("baseline", "baseline", "no HTTP filter but the router",
+                headers={"authorization": f"Bearer {token['HS256']}"}),
+        Variant("noop-wasm", "noop", "no-op proxy-wasm filter (reads 1 header, sets 1), V8",
+                headers={"authorization": f"Bearer {token['HS256']}"},
+                filters=snippet("noop-wasm", 10, WASM=yaml_string(str(noop_wasm)))),
+    ]
+    for alg, label in (("HS256", "hs256"), ("ES256", "es256"), ("EdDSA", "eddsa")):
+        v = Variant(f"native-{label}", "native",
+                    f"Envoy jwt_authn ({alg}, inline JWKS, JWT cache) + local_ratelimit", alg=alg)
+        if alg not in signers:
+            v.skip = no_crypto
+        else:
+            v.headers = {"authorization": f"Bearer {token[alg]}"}
+            v.bad_headers = {"authorization": f"Bearer {bad_token[alg]}"}
+            jwks = json.dumps({"keys": [signers[alg].jwk]}, separators=(",", ":"))
+            v.filters = snippet("native", 10, ISSUER=yaml_string(ISSUER), AUDIENCE=yaml_string(AUDIENCE),
+                                JWKS=yaml_string(jwks))
+            v.counter = "http.bench.jwt_authn.allowed"
+        out.append(v)
+    meshgate_filters = snippet("meshgate", 10, WASM=yaml_string(str(wasm)), PLUGIN_CONFIG=plugin)
+    for alg, label in (("HS256", "hs256"), ("ES256", "es256"), ("EdDSA", "eddsa"), (None, "apikey")):
+        what = f"JWT {alg}" if alg else "X-API-Key"
+        v = Variant(f"meshgate-{label}", "meshgate",
+                    f"meshgate: {what} + route policy (role, scope) + per-user rate limit + identity headers",
+                    alg=alg, filters=meshgate_filters)
+        if alg is None:
+            v.headers, v.bad_headers = {"x-api-key": key}, {"x-api-key": api_key()}
+            v.counter = "wasmcustom.meshgate.allowed.api_key"
+        elif alg not in signers:
+            v.skip = no_crypto
+        else:
+            v.headers = {"authorization": f"Bearer {token[alg]}"}
+            v.bad_headers = {"authorization": f"Bearer {bad_token[alg]}"}
+            v.counter = "wasmcustom.meshgate.allowed.jwt"
+        out.append(v)
+    # First-seen tokens: the same Envoys' filters, but every request brings a token
+    # neither cache has seen, so each one pays a full signature check.
+    for alg, label in (("ES256", "es256"), ("EdDSA", "eddsa")):
+        if cold_tokens <= 0:
+            break
+        tokens = [signers[alg].token() for _ in range(cold_tokens)] if alg in signers else None
+        for hot in (f"native-{label}", f"meshgate-{label}"):
+            src = next(v for v in out if v.name == hot)
+            v = Variant(f"{hot}-cold", src.group, f"{src.describe}; {cold_tokens} distinct tokens, "
+                        "a new one per request (cache misses)", alg=alg, filters=src.filters,
+                        headers={"authorization": f"Bearer {tokens[0]}"} if tokens else {},
+                        bad_headers=src.bad_headers, skip=src.skip, counter=src.counter,
+                        tokens=tokens, hot=hot)
+            out.append(v)
+    # --variant-plugin / --variant-wasm: meshgate-hs256 again with another policy or build,
+    # in the same run, so the comparison is not spoiled by drift between runs.
+    for tag, extra_plugin, extra_wasm in extra:
+        src = next(v for v in out if v.name == "meshgate-hs256")
+        filters = snippet("meshgate", 10, WASM=yaml_string(str(extra_wasm)), PLUGIN_CONFIG=yaml_string(
+            plugin_config(extra_plugin, list(signers.values()), digest)))
+        out.append(Variant(f"meshgate-hs256+{tag}", "extra",
+                           f"meshgate-hs256 with policy {extra_plugin.name}, module {extra_wasm.name}",
+                           headers=src.headers, bad_headers=src.bad_headers, filters=filters,
+                           counter=src.counter, alg="HS256"))
+    out.append(forward_auth_variant())
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def http_get(url: str, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e)
+
+
+def pinned(cpu: str | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
+
+
+def start_envoy(v: Variant, envoy: Path, workdir: Path, cpu: str | None) -> None:
+    v.port, v.admin_port = free_port(), free_port()
+    cfg = workdir / f"{v.name}.yaml"
+    cfg.write_text(render_bootstrap(v.name, v.port, v.admin_port, v.filters, v.clusters))
+    v.log = workdir / f"{v.name}.log"
+    if v.tokens:
+        v.log.with_suffix(".tokens").write_text("\n".join(v.tokens) + "\n")
+    with open(v.log, "wb") as log:
+        v.proc = subprocess.Popen(
+            pinned(cpu, [str(envoy), "-c", str(cfg), "--concurrency", "1", "--disable-hot-restart",
+                         "--log-level", "warning"]),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+
+def wait_ready(v: Variant, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if v.proc and v.proc.poll() is not None:
+            raise RuntimeError(f"{v.name}: Envoy exited with {v.proc.returncode}\n{tail(v.log)}")
+        status, body = http_get(f"http://127.0.0.1:{v.admin_port}/ready", {}, timeout=1)
+        if status == 200 and "LIVE" in body:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{v.name}: Envoy not ready in time\n{tail(v.log)}")
+
+
+def tail(path: Path | None, lines: int = 25) -> str:
+    if not path or not path.exists():
+        return ""
+    return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    end = time.monotonic() + 10
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def admin_counter(v: Variant, name: str) -> int | None:
+    status, body = http_get(f"http://127.0.0.1:{v.admin_port}/stats?filter=^{re.escape(name)}$", {})
+    if status != 200:
+        return None
+    for line in body.splitlines():
+        k, _, val = line.partition(": ")
+        if k == name:
+            return int(val)
+    return None
+
+
+# --------------------------------------------------------------------------- wrk
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (the launcher and taskset exec Envoy,
+    so the Popen pid is Envoy's own)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def parse_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"latency {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict:
+    res: dict = {"rps": None, "p50": None, "p99": None, "requests": None, "non2xx": 0, "socket_errors": 0}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        res["rps"] = float(m.group(1))
+    if m := re.search(r"^\s*(\d+) requests in", out, re.M):
+        res["requests"] = int(m.group(1))
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        if m := re.search(rf"^\s*{pct}(?:\.0+)?%\s+(\S+)", out, re.M):
+            res[key] = parse_ms(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        res["non2xx"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        res["socket_errors"] = sum(int(x) for x in m.groups())
+    return res
+
+
+def run_wrk(wrk: str, v: Variant, a: argparse.Namespace, seconds: int) -> dict:
+    argv = [wrk, f"-t{a.threads}", f"-c{a.connections}", f"-d{seconds:g}s", "--latency", "--timeout", "2s"]
+    if v.tokens:
+        argv += ["-s", str(HERE / "tokens.lua"), f"http://127.0.0.1:{v.port}{REQUEST_PATH}",
+                 "--", str(v.log.with_suffix(".tokens"))]
+    else:
+        for k, val in v.headers.items():
+            argv += ["-H", f"{k}: {val}"]
+        argv.append(f"http://127.0.0.1:{v.port}{REQUEST_PATH}")
+    cpu0 = cpu_seconds(v.proc.pid)
+    done = subprocess.run(pinned(a.wrk_cpu, argv), capture_output=True, text=True, timeout=seconds + 30)
+    cpu = cpu_seconds(v.proc.pid) - cpu0
+    if done.returncode != 0:
+        raise RuntimeError(f"{v.name}: wrk exited {done.returncode}: {(done.stderr or done.stdout).strip()[:500]}")
+    res = parse_wrk(done.stdout)
+    if res["rps"] is None or res["p99"] is None:
+        raise RuntimeError(f"{v.name}: cannot parse wrk output:\n{done.stdout}")
+    res["ok"] = res["non2xx"] == 0 and res["socket_errors"] == 0
+    # Envoy's CPU time per request: unlike req/s, barely moved by other processes
+    # sharing the core (time spent waiting for the core is not counted).
+    res["cpu_us"] = cpu * 1e6 / res["requests"] if res["requests"] else float("nan")
+    return res
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except (OSError, AttributeError):
+        pass
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "memory": mem,
+            "kernel": platform.release(), "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def summarize(v: Variant) -> dict | None:
+    if not v.runs:
+        return None
+    rps = [r["rps"] for r in v.runs]
+    return {"rps": spread(rps), "p50": spread([r["p50"] for r in v.runs]),
+            "cpu": spread([r["cpu_us"] for r in v.runs]),
+            "p99": spread([r["p99"] for r in v.runs]), "bad": sum(not r["ok"] for r in v.runs)}
+
+
+def shown(path: Path) -> str:
+    full = path.resolve()
+    return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else str(path)
+
+
+def report(variants: list[Variant], a, info: dict, envoy_version: str, started: str, load_end: str) -> str:
+    sums = {v.name: summarize(v) for v in variants}
+    lines = [
+        "| variant | req/s median | req/s min–max | p50 ms (median) | p99 ms median (min–max) "
+        "| Envoy CPU µs/req median (min–max) | vs baseline (req/s; CPU/req) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = sums.get("baseline")
+    for v in variants:
+        s = sums[v.name]
+        if s is None:
+            lines.append(f"| {v.name} | skipped | | | | | |")
+            continue
+        rel = f"{s['rps'][1] / base['rps'][1]:.3f}×; {s['cpu'][1] / base['cpu'][1]:.2f}×" if base else ""
+        flag = f" ⚠ {s['bad']} run(s) with errors" if s["bad"] else ""
+        lines.append(
+            f"| {v.name}{flag} | {s['rps'][1]:,.0f} | {s['rps'][0]:,.0f}–{s['rps'][2]:,.0f} | "
+            f"{s['p50'][1]:.3f} | {s['p99'][1]:.3f} ({s['p99'][0]:.3f}–{s['p99'][2]:.3f}) | "
+            f"{s['cpu'][1]:.1f} ({s['cpu'][0]:.1f}–{s['cpu'][2]:.1f}) | {rel} |"
+        )
+    table = "\n".join(lines)
+
+    def ratio(num: str, den: str) -> str | None:
+        n, d = sums.get(num), sums.get(den)
+        if not n or not d:
+            return None
+        return (f"| {num} / {den} | {n['rps'][1] / d['rps'][1]:.3f} | "
+                f"{n['p99'][1] / d['p99'][1]:.3f} | {d['cpu'][1] / n['cpu'][1]:.3f} |")
+
+    rlines = ["| ratio of medians | throughput (req/s) | p99 latency | CPU-bound throughput (inverse CPU µs/req) |",
+              "|---|---:|---:|---:|"]
+    by_alg = {v.alg: v.name for v in variants if v.group == "native" and not v.hot}
+    for v in variants:
+        if v.group != "meshgate":
+            continue
+        if v.hot:
+            if r := ratio(v.name, v.name.replace("meshgate-", "native-", 1)):
+                rlines.append(r)
+            continue
+        for den in (by_alg.get(v.alg), "noop-wasm", "baseline"):
+            if den and (r := ratio(v.name, den)):
+                rlines.append(r)
+        if v.alg is None and (r := ratio(v.name, "ext-authz-apikey")):
+            rlines.append(r)
+    for v in variants:
+        if v.group == "extra":
+            for den in ("meshgate-hs256", "noop-wasm"):
+                if r := ratio(v.name, den):
+                    rlines.append(r)
+    for num in ("noop-wasm", *by_alg.values()):
+        if r := ratio(num, "baseline"):
+            rlines.append(r)
+    ratios = "\n".join(rlines)
+
+    # A cold variant's extra Envoy CPU per request over its hot twin is the cost of a
+    # token seen for the first time (signature check + cache insert).
+    cold = []
+    for v in variants:
+        if v.hot and sums.get(v.name) and sums.get(v.hot):
+            c, h = sums[v.name]["cpu"][1], sums[v.hot]["cpu"][1]
+            cold.append(f"| {v.hot} | {h:.1f} | {c:.1f} | {c - h:.1f} |")
+    if cold:
+        ratios += ("\n\nFirst-seen tokens (Envoy CPU µs per request, medians):\n\n"
+                   "| filter | cached token | new token each request | first-seen extra |\n"
+                   "|---|---:|---:|---:|\n" + "\n".join(cold))
+
+    rounds = ["| variant | " + " | ".join(f"round {i + 1}" for i in range(a.rounds)) + " |",
+              "|---|" + "---:|" * a.rounds]
+    for v in variants:
+        if v.runs:
+            cells = [f"{r['rps']:,.0f} req/s, p99 {r['p99']:.2f} ms, {r['cpu_us']:.1f} µs" + ("" if r["ok"] else " ⚠")
+                     for r in v.runs]
+            rounds.append(f"| {v.name} | " + " | ".join(cells) + " |")
+    described = [f"- `{v.name}`: {v.describe}" + (f" — **skipped**: {v.skip}" if v.skip else "")
+                 for v in variants]
+    return "\n".join([
+        "# meshgate Envoy benchmark (issue 9)",
+        "",
+        f"Generated by `make bench-envoy` (`bench/run.py`) on {started}.",
+        "",
+        f"- Machine: {info['nproc']} CPUs, {info['cpu']}, {info['memory']}, Linux {info['kernel']}",
+        f"- Load average at start: {info['load']}; at end: {load_end}"
+        + (" (machine shared with other work: numbers are noisy)" if float(info['load'].split()[0]) > 0.5 else ""),
+        f"- Envoy: {envoy_version}",
+        f"- Each Envoy: `--concurrency 1`, pinned to CPU {a.envoy_cpu}; `direct_response` 200 upstream",
+        f"- Load: wrk -t{a.threads} -c{a.connections}, {a.duration:g} s per run, {a.rounds} rounds "
+        f"(variants alternated each round), pinned to CPU {a.wrk_cpu}; {a.warmup:g} s warm-up per variant first",
+        f"- meshgate policy: `{shown(Path(a.plugin_config))}`",
+        "- Envoy CPU µs/req: Envoy's user+system CPU time (/proc) over the run divided by the requests "
+        "wrk completed; on a shared machine it is the steadier figure (time waiting for the core is "
+        "not counted), req/s and latency show what a client saw",
+        "- Every run checked: 0 non-2xx responses, 0 socket errors (⚠ marks a run that failed this)",
+        "",
+        "## Results",
+        "",
+        table,
+        "",
+        "## Ratios",
+        "",
+        ratios,
+        "",
+        "## Per round",
+        "",
+        "\n".join(rounds),
+        "",
+        "## Variants",
+        "",
+        "\n".join(described),
+        "",
+    ])
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=int, default=5.0, help="seconds per measured run (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds over all variants (default 3)")
+    p.add_argument("--warmup", type=int, default=2, help="unrecorded seconds per variant first (default 2)")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--envoy-cpu", default="0", help="taskset CPU list for every Envoy (default 0)")
+    p.add_argument("--wrk-cpu", default="1", help="taskset CPU list for wrk (default 1)")
+    p.add_argument("--variants", help="comma-separated subset, in this order")
+    p.add_argument("--cold-tokens", type=int, default=20000,
+                   help="distinct tokens for the -cold variants (0: no -cold variants; default 20000)")
+    p.add_argument("--envoy", default=os.environ.get("ENVOY", str(DEFAULT_ENVOY)))
+    p.add_argument("--wasm", default=os.environ.get("MESHGATE_WASM", str(DEFAULT_WASM)))
+    p.add_argument("--noop-wasm", default=os.environ.get("MESHGATE_BENCH_NOOP_WASM", str(DEFAULT_NOOP_WASM)))
+    p.add_argument("--plugin-config", default=str(ENVOY_DIR / "meshgate-plugin.json"),
+                   help="meshgate policy (default bench/envoy/meshgate-plugin.json; for ablations)")
+    p.add_argument("--variant-plugin", action="append", default=[], metavar="NAME=JSON",
+                   help="also run meshgate-hs256 with this policy as variant meshgate-hs256+NAME (repeatable)")
+    p.add_argument("--variant-wasm", action="append", default=[], metavar="NAME=WASM",
+                   help="also run meshgate-hs256 with this .wasm (before/after a change) as meshgate-hs256+NAME")
+    p.add_argument("--wrk", default=os.environ.get("WRK", "wrk"))
+    p.add_argument("--results", default=str(HERE / "results.md"), help="'' to skip writing")
+    p.add_argument("--keep", action="store_true", help="keep the rendered configs and Envoy logs")
+    a = p.parse_args(argv)
+
+    envoy, wasm, noop = Path(a.envoy), Path(a.wasm).resolve(), Path(a.noop_wasm).resolve()
+    missing = [f"{what} {path} ({fix})" for what, path, fix in (
+        ("envoy", envoy, "make envoy-install"), ("meshgate wasm", wasm, "make build"),
+        ("no-op wasm", noop, "make bench-envoy builds it"),
+    ) if not path.is_file()]
+    if not shutil.which(a.wrk):
+        missing.append(f"wrk ({a.wrk}: apt-get install -y wrk)")
+    if missing:
+        print("bench: missing " + "; ".join(missing), file=sys.stderr)
+        return 2
+    if not shutil.which("taskset"):
+        print("bench: taskset not found (util-linux): running unpinned", file=sys.stderr)
+        a.envoy_cpu = a.wrk_cpu = None
+
+    # SIGTERM (e.g. from make or a CI timeout) unwinds like Ctrl-C, through the finally.
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C too, even when started from a non-interactive shell with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    info = machine()
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    envoy_version = subprocess.run([str(envoy), "--version"], capture_output=True, text=True).stdout.strip()
+    envoy_version = envoy_version.split("version:", 1)[-1].strip() or "unknown"
+
+    extra = []
+    for spec, is_wasm in [(x, False) for x in a.variant_plugin] + [(x, True) for x in a.variant_wasm]:
+        tag, sep, path = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", tag) or not Path(path).is_file():
+            print(f"bench: want NAME=FILE (existing file), got {spec!r}", file=sys.stderr)
+            return 2
+        extra.append((tag, Path(a.plugin_config), Path(path).resolve()) if is_wasm
+                     else (tag, Path(path), wasm))
+    variants = build_variants(wasm, noop, a.cold_tokens, Path(a.plugin_config), extra)
+    if a.variants:
+        wanted = [n.strip() for n in a.variants.split(",") if n.strip()]
+        names = {v.name: v for v in variants}
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            print(f"bench: unknown variant(s) {', '.join(unknown)}; known: {', '.join(names)}", file=sys.stderr)
+            return 2
+        variants = [names[n] for n in wanted]
+    for v in variants:
+        if v.skip:
+            print(f"note: skipping {v.name}: {v.skip}")
+    active = [v for v in variants if not v.skip]
+
+    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, load {info['load']}; envoy {envoy_version}")
+    print(f"plan: {len(active)} variants × {a.rounds} rounds × {a.duration:g} s "
+          f"(+ {a.warmup:g} s warm-up each), wrk -t{a.threads} -c{a.connections}")
+    workdir = Path(tempfile.mkdtemp(prefix="meshgate-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        for v in active:
+            start_envoy(v, envoy, workdir, a.envoy_cpu)
+            procs.append(v.proc)
+        deadline = time.monotonic() + 120
+        for v in active:
+            wait_ready(v, deadline)
+
+        # Never benchmark an error path: the credential must pass, a forged one must not.
+        problems = []
+        for v in active:
+            url = f"http://127.0.0.1:{v.port}{REQUEST_PATH}"
+            status, body = http_get(url, v.headers)
+            if status != 200:
+                problems.append(f"{v.name}: valid credential got {status}: {body[:300]}")
+            if v.bad_headers is not None:
+                status, body = http_get(url, v.bad_headers)
+                if status != 401:
+                    problems.append(f"{v.name}: forged credential got {status} (want 401): {body[:300]}")
+            print(f"check {v.name:20} port {v.port}: valid → 200"
+                  + (", forged → 401" if v.bad_headers is not None else ""))
+        if problems:
+            for line in problems:
+                print("FAIL " + line, file=sys.stderr)
+            return 1
+
+        if a.warmup > 0:
+            print(f"warm-up {a.warmup:g} s each …", flush=True)
+            for v in active:
+                run_wrk(a.wrk, v, a, a.warmup)
+
+        for rnd in range(a.rounds):
+            for v in active:
+                r = run_wrk(a.wrk, v, a, a.duration)
+                v.runs.append(r)
+                mark = "" if r["ok"] else f"  ⚠ non-2xx {r['non2xx']}, socket errors {r['socket_errors']}"
+                print(f"round {rnd + 1}/{a.rounds} {v.name:20} {r['rps']:>10,.0f} req/s  "
+                      f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  cpu {r['cpu_us']:6.1f} µs/req{mark}", flush=True)
+
+        # The filter really admitted what wrk sent (not bypassed, not denied).
+        for v in active:
+            if v.counter:
+                n = admin_counter(v, v.counter)
+                sent = sum(r["requests"] or 0 for r in v.runs)
+                print(f"counter {v.name:20} {v.counter} = {n} (measured: {sent:,}; the rest: warm-up, checks)")
+
+        load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        text = report(variants, a, info, envoy_version, started, load_end)
+        print()
+        print(text)
+        if a.results:
+            Path(a.results).write_text(text)
+            print(f"wrote {a.results}")
+        return 1 if any(not r["ok"] for v in active for r in v.runs) else 0
+    except KeyboardInterrupt:
+        print("\nbench: interrupted, stopping Envoys", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        stop(procs)
+        if a.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
