@@ -45,9 +45,11 @@ envoy-validate: $(ENVOY)
 
 # End-to-end tests against a real Envoy (2 workers): rate limits across workers, abuse
 # lockout, shadow rules, the request pipeline, bad-config refusal, and (group `sync`) the
-# control plane's sync feed: revocation latency to both workers, outage and restart. Needs
-# the .wasm (`make build`); the top-level `test` target runs it after building. The
-# control plane binary (debug) is built here.
+# control plane's sync feed: revocation latency to both workers, outage and restart; and
+# (group `gateway`) the control plane behind the demo gateway, every request through Envoy:
+# login, identity headers, keys, guests, refresh, logout. Needs the .wasm (`make build`);
+# the top-level `test` target runs it after building. The control plane binary (debug) is
+# built here. `MESHGATE_E2E_ONLY=gateway make e2e` runs one group.
 MESHGATE_WASM ?= $(WASM)
 CARGO ?= cargo
 MESHGATE_BIN ?= target/debug/meshgate
@@ -57,3 +59,12 @@ envoy-e2e: $(ENVOY)
 	$(CARGO) build -p meshgate
 	ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) MESHGATE_BIN=$(abspath $(MESHGATE_BIN)) \
 		python3 envoy/e2e/run.py
+
+.PHONY: e2e istio-check
+e2e: envoy-e2e
+
+# Offline checks of envoy/istio/: the manifests parse (with PyYAML; parser-free sanity
+# checks without it), the WasmPlugin's pluginConfig matches envoy/demo-plugin.json and names
+# the ServiceEntry's cluster, and the filter accepts it (`envoy --mode validate`).
+istio-check: $(ENVOY)
+	ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) python3 envoy/istio/check.py

@@ -157,6 +157,11 @@ impl Engine {
         }
     }
 
+    /// Whether a sync feed is configured but nothing has arrived from it yet.
+    pub fn awaiting_first_sync(&self) -> bool {
+        self.config.sync.is_some() && self.sync_version == 0
+    }
+
     /// Whether decisions need the peer address (to skip the host call).
     pub fn needs_peer(&self) -> bool {
         self.config.rate_limits.needs_ip() || !self.bans.is_empty()
@@ -246,6 +251,12 @@ impl Engine {
             None => None,
             Some(Ok(id)) => Some(id),
             Some(Err(_)) if public => None,
+            // Before the feed has delivered anything, "unknown key" only
+            // means "not synced yet": say so with 503 + Retry-After rather
+            // than a 401 that tells clients to log in again.
+            Some(Err(Reason::UnknownKey | Reason::UnknownApiKey)) if self.awaiting_first_sync() => {
+                return deny_with(Reason::Unavailable, vec![("retry-after".to_owned(), "1".to_owned())]);
+            }
             Some(Err(reason)) => return deny(reason),
         };
         let permit = match policy.authorize(identity.as_deref(), req.method) {

@@ -60,8 +60,9 @@ fn state_at(version: u64) -> SyncedState {
 fn a_snapshot_brings_keys_and_revocations() {
     let config = synced_config();
     let before = SyncedState::default().engine(config.clone()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(decide(&before, Req::get("/api/x").bearer(&cp_token(|_| {}))), Some(Reason::UnknownKey));
-    assert_eq!(decide(&before, Req::get("/api/x").header("x-api-key", &api_key(60))), Some(Reason::UnknownApiKey));
+    // Not synced yet: 503 (retry), not a 401 that sends clients to log in again.
+    assert_eq!(decide(&before, Req::get("/api/x").bearer(&cp_token(|_| {}))), Some(Reason::Unavailable));
+    assert_eq!(decide(&before, Req::get("/api/x").header("x-api-key", &api_key(60))), Some(Reason::Unavailable));
 
     let state = state_at(5);
     let engine = state.engine(config).unwrap_or_else(|e| panic!("{e}"));
@@ -184,4 +185,23 @@ fn sync_config_is_validated() {
     }
     let err = meshgate_core::compile(cfg.to_string().as_bytes()).err().map(|e| e.field);
     assert_eq!(err.as_deref(), Some("issuers[1].keys"), "keyless issuers need a sync feed");
+}
+
+#[test]
+fn before_the_first_sync_unknown_keys_are_503_not_401() {
+    let config = synced_config();
+    let cold = SyncedState::default().engine(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cold.awaiting_first_sync());
+    let req = Req::get("/api/x").bearer(&cp_token(|_| {}));
+    let Decision::Deny(d) = cold.decide(&req.view(), NOW_US, &MemoryStore::default()) else { panic!("allowed") };
+    assert_eq!(d.reason, Reason::Unavailable);
+    assert!(d.headers.contains(&("retry-after".to_owned(), "1".to_owned())));
+    assert_eq!(decide(&cold, Req::get("/api/x").header("x-api-key", &api_key(60))), Some(Reason::Unavailable));
+    // Static keys, bad signatures and missing credentials are answered as usual.
+    assert_eq!(decide(&cold, Req::get("/api/x").bearer(&hs(claims(|_| {})))), None);
+    assert_eq!(decide(&cold, Req::get("/api/x")), Some(Reason::MissingCredentials));
+    // Once synced, an unknown key is a 401 again.
+    let warm = state_at(5).engine(config).unwrap_or_else(|e| panic!("{e}"));
+    let stranger = hs_raw(&json!({"alg": "HS256", "kid": "nope"}), &valid_payload(), CP_SECRET);
+    assert_eq!(decide(&warm, Req::get("/api/x").bearer(&stranger)), Some(Reason::UnknownKey));
 }

@@ -18,10 +18,12 @@ use proxy_wasm::types::{BufferType, MapType, Status};
 use std::sync::Arc;
 use std::time::Duration;
 
-const LEASE_KEY: &str = "mg:sync:lease";
-const HEAD_KEY: &str = "mg:sync:head";
-const STATE_KEY: &str = "mg:sync:state";
-const VM_SEQ_KEY: &str = "mg:sync:vmseq";
+// The format version is part of every key: a module loaded into the same
+// process (same `vm_id`) with another layout must not read these.
+const LEASE_KEY: &str = "mg:sync:v1:lease";
+const HEAD_KEY: &str = "mg:sync:v1:head";
+const STATE_KEY: &str = "mg:sync:v1:state";
+const VM_SEQ_KEY: &str = "mg:sync:v1:vmseq";
 /// How long a leader's lease lasts without renewal (renewed every tick).
 const LEASE_MS: u64 = 2_000;
 const MAX_BACKOFF_MS: u64 = 30_000;

@@ -110,7 +110,8 @@ fn one_poller_asks_the_configured_cluster_with_the_filter_credential() {
 fn what_one_vm_applies_the_other_enforces_on_its_next_request() {
     let (host, mut a, mut b) = workers(json!({}));
     let token = cp_token("jti-1", "sid-1");
-    assert_eq!(type_of(&mut b, &Request::get("/api/x").bearer(&token)), "urn:meshgate:problem:unknown-key");
+    // Nothing synced yet: 503 with Retry-After, not a 401.
+    assert_eq!(type_of(&mut b, &Request::get("/api/x").bearer(&token)), "urn:meshgate:problem:unavailable");
     let leader = poll(&mut a, &mut b);
     answer(leader, HttpResponse::json(200, &snapshot(5)));
     // The leader asks again at once (more may be queued), not on its next tick.
