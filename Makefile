@@ -4,6 +4,7 @@
 #   make test    build, then every test: core tables, control plane (SQLite, and
 #                PostgreSQL when reachable), the .wasm in the wasmtime host
 #   make run     the demo: control plane, Envoy with the filter, an echo upstream
+#   make e2e     real Envoy + control plane end-to-end groups (part of make test)
 #   make lint    clippy (unwrap/expect/panic denied in filter crates) + rustfmt check
 #   make fmt     format everything
 #   make bench   side-by-side Envoy benchmark + core micro-benchmarks
@@ -31,6 +32,10 @@ build: wasm-target
 test: build $(ENVOY)
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory envoy-e2e
+	$(MAKE) --no-print-directory istio-check
+
+# The end-to-end runner (also `make e2e`) needs the current .wasm.
+envoy-e2e: build
 
 lint: wasm-target
 	$(CARGO) fmt --all --check
