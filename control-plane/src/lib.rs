@@ -23,6 +23,7 @@
 //! | [`signing`] | signing keys: rotation, JWKS, OpenID discovery |
 //! | [`revocations`] | revocation records |
 //! | [`sync`] | the sync feed to filters: snapshots, deltas, long-poll |
+//! | [`forward_auth`] | central verification for ext_authz / auth_request / forwardAuth |
 //! | [`housekeeping`] | periodic purge of expired rows |
 //! | [`audit`] | audit log and its query API |
 //! | [`ops`] | health, metrics, OpenAPI |
@@ -41,6 +42,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod forward_auth;
 pub mod housekeeping;
 pub mod ops;
 pub mod revocations;
@@ -77,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .merge(signing::router())
         .merge(audit::router())
         .merge(sync::router())
+        .merge(forward_auth::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), ops::metrics::track))

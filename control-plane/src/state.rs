@@ -57,6 +57,8 @@ pub struct Inner {
     pub sync: crate::sync::Notifier,
     /// Recently built sync feed answers.
     pub sync_cache: crate::sync::Cache,
+    /// Revocations and API keys the forward-auth endpoint checks in memory.
+    pub forward_auth: crate::forward_auth::Cache,
     /// Decrypted signing keys and when they were loaded.
     keys: Mutex<Option<(Instant, Arc<Vec<SigningKey>>)>>,
 }
@@ -89,6 +91,7 @@ impl AppState {
             metrics: Metrics::default(),
             sync: crate::sync::Notifier::default(),
             sync_cache: crate::sync::Cache::default(),
+            forward_auth: crate::forward_auth::Cache::default(),
             keys: Mutex::new(None),
         }))
     }

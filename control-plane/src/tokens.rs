@@ -85,6 +85,18 @@ pub async fn mint(state: &AppState, user_id: &str, claims: AccessClaims) -> ApiR
 /// Verifies a bearer token: signature with the key its `kid` names (that
 /// key's algorithm), `typ`, `iss`, `aud`, `exp`, then revocation records.
 pub async fn verify(state: &AppState, token: &str) -> ApiResult<TokenIdentity> {
+    let identity = verify_signed(state, token).await?;
+    if is_revoked(state, &identity).await? {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(identity)
+}
+
+/// Everything [`verify`] checks except revocations: size, `kid`, signature
+/// with that key's own algorithm, `typ`, `iss`, `aud`, `exp`. No database
+/// query while the keyring is cached. Callers must check revocations
+/// themselves (the forward-auth endpoint does so from memory).
+pub async fn verify_signed(state: &AppState, token: &str) -> ApiResult<TokenIdentity> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(ApiError::InvalidToken);
     }
@@ -118,9 +130,6 @@ pub async fn verify(state: &AppState, token: &str) -> ApiResult<TokenIdentity> {
         issued_at: iat.as_secs() as i64,
         expires_at: exp.as_secs() as i64,
     };
-    if is_revoked(state, &identity).await? {
-        return Err(ApiError::InvalidToken);
-    }
     Ok(identity)
 }
 

@@ -83,6 +83,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         crate::signing::rotate,
         crate::audit::list,
         crate::sync::sync,
+        crate::forward_auth::exact,
     ),
     components(schemas(crate::error::Problem))
 )]

@@ -47,6 +47,12 @@ impl Notifier {
         self.changes.subscribe()
     }
 
+    /// How many wake-ups so far: a cache loaded at generation `g` is current
+    /// while this still returns `g` (see `forward_auth::cache`).
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Makes every held poll answer now (graceful shutdown).
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
