@@ -66,8 +66,15 @@ clean:
 NOOP_WASM := bench/noop-filter/target/$(WASM_TARGET)/release/meshgate_bench_noop.wasm
 BENCH_ARGS ?=
 
-.PHONY: bench bench-envoy bench-tools bench-core bench-cp
-bench: bench-envoy bench-core
+.PHONY: bench bench-envoy bench-tools bench-core bench-cp bench-revocation
+bench: bench-envoy bench-revocation bench-core
+
+# Revocation latency: 100 revocations of five kinds through the control plane's
+# API, timed until both Envoy workers refuse them (p50/p90/p99/max printed).
+bench-revocation: build $(ENVOY)
+	$(CARGO) build -p meshgate
+	MESHGATE_E2E_ONLY=sync ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) \
+		MESHGATE_BIN=$(abspath target/debug/meshgate) python3 envoy/e2e/run.py
 
 bench-tools: $(ENVOY)
 	@command -v wrk >/dev/null && command -v taskset >/dev/null || \
