@@ -25,6 +25,9 @@ Groups:
           headers stripped, wrong role, a control-plane API key (by the feed) as X-API-Key
           and Bearer, service and admin keys, guest read-only, refresh and logout via Envoy
           -> old token refused, the filter's counters in /stats (envoy/e2e/gateway_e2e.py)
+  replicas two control-plane replicas on one PostgreSQL (127.0.0.1:5432, throwaway database;
+          skipped when unreachable), Envoy following replica B, 20 revocations made on A
+          each refused on both workers within 1 s (envoy/e2e/replicas_e2e.py)
 
 Output: one line per check, `ok <name>: <detail>` or `FAIL <name>: <detail>`, then
 Envoy's log for any group with a failure, then exactly one line `N passed, M failed`.
@@ -35,7 +38,7 @@ Environment:
   MESHGATE_WASM       filter module  (default <repo>/target/wasm32-wasip1/release/meshgate_filter.wasm)
   MESHGATE_E2E_KEEP=1     keep the work directory (rendered bootstraps, logs)
   MESHGATE_E2E_VERBOSE=1  print Envoy's log even when every check passed
-  MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg, sync, gateway)
+  MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg, sync, gateway, replicas)
   MESHGATE_BIN        control plane binary for `sync` and `gateway` (default <repo>/target/debug/meshgate;
                       `cargo build -p meshgate`)
 
@@ -70,6 +73,7 @@ import render as render_mod  # noqa: E402  (envoy/render.py)
 sys.path.insert(0, str(HERE))
 import sync_e2e  # noqa: E402  (envoy/e2e/sync_e2e.py: the `sync` group)
 import gateway_e2e  # noqa: E402  (envoy/e2e/gateway_e2e.py: the `gateway` group)
+import replicas_e2e  # noqa: E402  (envoy/e2e/replicas_e2e.py: the `replicas` group)
 
 ENVOY = os.environ.get("ENVOY") or str(REPO / ".venv" / "bin" / "envoy")
 WASM = os.environ.get("MESHGATE_WASM") or str(
@@ -721,6 +725,7 @@ def main() -> int:
             ("badcfg", lambda: group_badcfg(work)),
             ("sync", lambda: sync_e2e.group_sync(sys.modules[__name__], work)),
             ("gateway", lambda: gateway_e2e.group_gateway(sys.modules[__name__], work)),
+            ("replicas", lambda: replicas_e2e.group_replicas(sys.modules[__name__], work)),
         ]
         for gname, fn in groups:
             if only and gname not in only:
