@@ -22,7 +22,7 @@ fn with_limit() -> Engine {
     let mut cfg = config();
     cfg["rate_limits"] =
         json!({"rules": [{"name": "per-user", "key": ["user"], "limit": 1_000_000_000u32, "window_secs": 1}]});
-    Engine::new(meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+    Engine::new(meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| fail(&e)))
 }
 
 fn benches(c: &mut Criterion) {
@@ -36,7 +36,7 @@ fn benches(c: &mut Criterion) {
     run(c, "decide/api_key", &engine, &Req::get("/api/x").header("x-api-key", &api_key(1)), &store);
 
     let limited = with_limit();
-    limited.config.rate_limits.init(&store).unwrap_or_else(|e| panic!("{e}"));
+    limited.config.rate_limits.init(&store).unwrap_or_else(|e| fail(&e));
     run(c, "decide/jwt_hs256+rate_limit", &limited, &Req::get("/api/x").bearer(&hs(claims(|_| {}))), &store);
 
     let mut revoked = engine.clone();
@@ -62,3 +62,9 @@ criterion_group! {
     targets = benches
 }
 criterion_main!(decide);
+
+/// Reports a setup error and exits (a benchmark binary, not filter code).
+fn fail<T>(error: &dyn std::fmt::Display) -> T {
+    eprintln!("setup failed: {error}");
+    std::process::exit(1)
+}

@@ -21,9 +21,8 @@ fn main() {
         cfg["rate_limits"] =
             serde_json::json!({"rules": [{"name": "u", "key": ["user"], "limit": 1_000_000_000u32, "window_secs": 1}]});
     }
-    let engine = meshgate_core::Engine::new(
-        meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}")),
-    );
+    let engine =
+        meshgate_core::Engine::new(meshgate_core::compile(cfg.to_string().as_bytes()).unwrap_or_else(|e| fail(&e)));
     let store = MemoryStore::default();
     let req = match kind {
         "apikey" => Req::get("/api/x").header("x-api-key", &api_key(1)),
@@ -33,4 +32,10 @@ fn main() {
     for _ in 0..n {
         black_box(engine.decide(black_box(&req.view()), NOW_US, &store));
     }
+}
+
+/// Reports a setup error and exits (a benchmark binary, not filter code).
+fn fail<T>(error: &dyn std::fmt::Display) -> T {
+    eprintln!("setup failed: {error}");
+    std::process::exit(1)
 }

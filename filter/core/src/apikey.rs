@@ -145,21 +145,23 @@ mod tests {
     use super::*;
 
     const RANDOM: [u8; 32] = [7u8; 32];
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     #[test]
-    fn generated_keys_parse_and_digest_round_trips() {
-        let key = generate("mg", &RANDOM).unwrap();
+    fn generated_keys_parse_and_digest_round_trips() -> TestResult {
+        let key = generate("mg", &RANDOM)?;
         assert!(key.starts_with("mg_"));
-        assert_eq!(parse(&key).unwrap().prefix, "mg");
+        assert_eq!(parse(&key)?.prefix, "mg");
         let d = digest(&key);
         assert_eq!(ApiKeyDigest::from_hex(&d.to_hex()), Some(d));
         assert!(d.ct_eq(&digest(&key)));
         assert!(!d.ct_eq(&digest("mg_other")));
+        Ok(())
     }
 
     #[test]
-    fn typos_and_truncation_fail_the_checksum_or_body() {
-        let key = generate("live", &RANDOM).unwrap();
+    fn typos_and_truncation_fail_the_checksum_or_body() -> TestResult {
+        let key = generate("live", &RANDOM)?;
         // Change one base58 character in the body.
         let mut typo: Vec<char> = key.chars().collect();
         let i = key.len() - 3;
@@ -168,8 +170,9 @@ mod tests {
         assert!(matches!(parse(&typo), Err(ApiKeyFormatError::ChecksumMismatch | ApiKeyFormatError::InvalidBody)));
         assert_eq!(parse(&key[..key.len() - 1]), Err(ApiKeyFormatError::InvalidBody));
         // The same body under another prefix fails the checksum.
-        let body = key.split_once('_').unwrap().1;
+        let (_, body) = key.split_once('_').ok_or("no separator")?;
         assert_eq!(parse(&format!("test_{body}")), Err(ApiKeyFormatError::ChecksumMismatch));
+        Ok(())
     }
 
     #[test]

@@ -191,43 +191,48 @@ impl Route {
 mod tests {
     use super::*;
 
-    fn compiled(path: PathMatch) -> CompiledPath {
-        CompiledPath::compile(&path, false, "t").unwrap()
+    type TestResult = Result<(), ConfigError>;
+
+    fn compiled(path: PathMatch) -> Result<CompiledPath, ConfigError> {
+        CompiledPath::compile(&path, false, "t")
     }
 
     #[test]
-    fn prefix_matches_on_segment_boundaries() {
-        let p = compiled(PathMatch::Prefix("/admin/".into()));
+    fn prefix_matches_on_segment_boundaries() -> TestResult {
+        let p = compiled(PathMatch::Prefix("/admin/".into()))?;
         assert!(p.matches("/admin"));
         assert!(p.matches("/admin/x"));
         assert!(!p.matches("/administrator"));
-        assert!(compiled(PathMatch::Prefix("/".into())).matches("/anything"));
+        assert!(compiled(PathMatch::Prefix("/".into()))?.matches("/anything"));
+        Ok(())
     }
 
     #[test]
-    fn templates_match_whole_segments() {
-        let t = compiled(PathMatch::Template("/users/{id}/posts/{*}".into()));
+    fn templates_match_whole_segments() -> TestResult {
+        let t = compiled(PathMatch::Template("/users/{id}/posts/{*}".into()))?;
         assert!(t.matches("/users/42/posts/7"));
         assert!(t.matches("/users/42/posts/7/comments"));
         assert!(!t.matches("/users/42/posts"));
         assert!(!t.matches("/users//posts/7"));
-        let one = compiled(PathMatch::Template("/users/{id}".into()));
+        let one = compiled(PathMatch::Template("/users/{id}".into()))?;
         assert!(one.matches("/users/42"));
         assert!(!one.matches("/users/42/x"));
         assert!(CompiledPath::compile(&PathMatch::Template("/a/{*}/b".into()), false, "t").is_err());
         assert!(CompiledPath::compile(&PathMatch::Template("/a/{x".into()), false, "t").is_err());
+        Ok(())
     }
 
     #[test]
-    fn hosts_and_authorities() {
+    fn hosts_and_authorities() -> TestResult {
         assert_eq!(host_of("API.Example.com:8443"), "api.example.com");
         assert_eq!(host_of("[::1]:8080"), "::1");
         assert_eq!(host_of("example.com."), "example.com");
-        let wild = HostMatch::compile(Some("*.example.com"), "h").unwrap();
+        let wild = HostMatch::compile(Some("*.example.com"), "h")?;
         assert!(wild.matches("api.example.com"));
         assert!(!wild.matches("example.com"));
         assert!(!wild.matches("a.b.example.com"));
         assert!(!wild.matches("evilexample.com"));
         assert!(HostMatch::compile(Some("bad host"), "h").is_err());
+        Ok(())
     }
 }
