@@ -63,42 +63,11 @@ class Replica(s.ControlPlane):
     def __init__(self, h, dir: Path, label: str, database_url: str, master_key: str,
                  issuer: str | None = None) -> None:
         super().__init__(h, dir)
-        self.label = label
+        self.label = f"replica {label}"
         self.database_url = database_url
         self.master_key = master_key
         if issuer:
             self.issuer = issuer
-
-    def start(self, timeout: float = 30.0) -> float:
-        self.starts += 1
-        env = dict(
-            os.environ,
-            MESHGATE_LISTEN=f"127.0.0.1:{self.port}",
-            DATABASE_URL=self.database_url,
-            MESHGATE_DATA_DIR=str(self.dir),
-            MESHGATE_ADMIN_PASSWORD=s.ADMIN_PASSWORD,
-            MESHGATE_MASTER_KEY=self.master_key,
-            MESHGATE_ISSUER=self.issuer,
-            MESHGATE_ARGON2_MEMORY_KIB="1024",
-            MESHGATE_ARGON2_ITERATIONS="1",
-            RUST_LOG=os.environ.get("RUST_LOG", "info"),
-        )
-        log = open(self.dir / f"cp.{self.starts}.log", "wb")
-        self.proc = subprocess.Popen(
-            [s.MESHGATE_BIN, "serve"], stdout=log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=self.h._die_with_parent,
-        )
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"replica {self.label} exited during start-up (status {self.proc.returncode})")
-            try:
-                if self.call("GET", "/health", timeout=1)[0] == 200:
-                    return time.monotonic() - t0
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"replica {self.label} not healthy after {timeout:.0f} s")
 
 
 def kids(snap: dict) -> list[str]:
@@ -147,9 +116,9 @@ def group_replicas(h, work: Path) -> None:
             try:
                 secs = rep.start()
             except RuntimeError as e:
-                R.check(False, f"{name}: start replica {rep.label}", str(e))
+                R.check(False, f"{name}: start {rep.label}", str(e))
                 return
-            print(f"--- {name}: replica {rep.label} pid {rep.proc.pid} on 127.0.0.1:{rep.port}, "
+            print(f"--- {name}: {rep.label} pid {rep.proc.pid} on 127.0.0.1:{rep.port}, "
                   f"healthy in {secs:.1f}s", flush=True)
 
         admin = a.login("admin", s.ADMIN_PASSWORD)
@@ -276,7 +245,7 @@ def group_replicas(h, work: Path) -> None:
             if stack:
                 stack.dump_log()
             for rep in (a, b):
-                print(f"=============== [{name}] replica {rep.label} log (tail) ===============")
+                print(f"=============== [{name}] {rep.label} log (tail) ===============")
                 print(rep.log_tail())
         if stack:
             stack.stop()

@@ -98,13 +98,16 @@ class ControlPlane:
         self.master_key = secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Subclasses may point it elsewhere (e.g. PostgreSQL) and rename it.
+        self.database_url = f"sqlite://{self.dir / 'm.db'}?mode=rwc"
+        self.label = "control plane"
 
     def start(self, timeout: float = 30.0) -> float:
         self.starts += 1
         env = dict(
             os.environ,
             MESHGATE_LISTEN=f"127.0.0.1:{self.port}",
-            DATABASE_URL=f"sqlite://{self.dir / 'm.db'}?mode=rwc",
+            DATABASE_URL=self.database_url,
             MESHGATE_DATA_DIR=str(self.dir),
             MESHGATE_ADMIN_PASSWORD=ADMIN_PASSWORD,
             MESHGATE_MASTER_KEY=self.master_key,
@@ -122,14 +125,14 @@ class ControlPlane:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"control plane exited during start-up (status {self.proc.returncode})")
+                raise RuntimeError(f"{self.label} exited during start-up (status {self.proc.returncode})")
             try:
                 if self.call("GET", "/health", timeout=1)[0] == 200:
                     return time.monotonic() - t0
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"control plane not healthy after {timeout:.0f} s")
+        raise RuntimeError(f"{self.label} not healthy after {timeout:.0f} s")
 
     def stop(self) -> tuple[int | None, float]:
         """SIGTERM; returns (exit status, seconds to exit)."""
