@@ -60,6 +60,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "envoy"))
+import demo_tokens  # noqa: E402  (envoy/demo_tokens.py: the API key format)
 ENVOY_DIR = HERE / "envoy"
 DEFAULT_ENVOY = REPO / ".venv" / "bin" / "envoy"
 DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshgate_filter.wasm"
@@ -133,23 +135,9 @@ class Signer:
         return f"{signing_input}.{b64url(self._signature(signing_input.encode()))}"
 
 
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    n = int.from_bytes(data, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = B58[r] + out
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
-
-
 def api_key(prefix: str = "mg") -> str:
-    """A meshgate API key: prefix_base58(random32 ‖ sha256(tag, prefix, _, random)[:4])."""
-    random = os.urandom(32)
-    check = hashlib.sha256(b"meshgate-apikey:" + prefix.encode() + b"_" + random).digest()[:4]
-    return f"{prefix}_{b58encode(random + check)}"
+    """A fresh meshgate API key (the format lives in envoy/demo_tokens.py)."""
+    return demo_tokens.mint_api_key(prefix)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,26 @@ def _b64url(data: bytes) -> str:
 
 def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58encode(data: bytes) -> str:
+    """Base58 (Bitcoin alphabet), as meshgate API keys use it."""
+    n = int.from_bytes(data, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = B58[r] + out
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
+
+
+def mint_api_key(prefix: str = "mg") -> str:
+    """A key in the README's format: prefix_base58(random32 || sha256(tag, prefix, _, random)[:4])."""
+    random = os.urandom(32)
+    check = hashlib.sha256(b"meshgate-apikey:" + prefix.encode() + b"_" + random).digest()[:4]
+    return f"{prefix}_{b58encode(random + check)}"
 
 
 def hs256_issuer(plugin_config: Path | str) -> tuple[str, str, str, bytes]:

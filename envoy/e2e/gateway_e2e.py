@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 import sync_e2e  # the ControlPlane helper (same directory)
+import demo_tokens  # envoy/demo_tokens.py (run.py puts envoy/ on sys.path)
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent
 DEMO_PLUGIN = ENVOY_DIR / "demo-plugin.json"
@@ -62,23 +63,9 @@ REVOKED = "urn:meshgate:problem:revoked"
 BOUND = 5.0  # seconds: a change through the sync feed later than this is a failure
 GROUP_BUDGET = 60.0
 
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    n = int.from_bytes(data, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = B58[r] + out
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
-
-
 def mint_key(prefix: str = "mg") -> str:
-    """A key in the README's format: prefix_base58(random32 || sha256(tag, prefix, _, random)[:4])."""
-    random = secrets.token_bytes(32)
-    check = hashlib.sha256(b"meshgate-apikey:" + prefix.encode() + b"_" + random).digest()[:4]
-    return f"{prefix}_{b58encode(random + check)}"
+    """A fresh API key in the README's format (envoy/demo_tokens.py)."""
+    return demo_tokens.mint_api_key(prefix)
 
 
 def digest(key: str) -> str:
