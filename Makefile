@@ -29,10 +29,22 @@ build: wasm-target
 
 # The wasmtime harness checks that the .wasm is newer than filter/ sources, so
 # `test` always builds it first; then the real-Envoy end-to-end runner.
-test: build $(ENVOY)
+test: build $(ENVOY) login-harness
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory envoy-e2e
 	$(MAKE) --no-print-directory istio-check
+
+# The control plane's login-flow tests need a real OpenID provider (npm
+# `oidc-provider`) and headless Chromium (Debian's `chromium`, driven by npm
+# `playwright-core`): npm ci into control-plane/tests/harness when the lock
+# file is newer than the install, apt-get chromium when missing. Those tests
+# fail with "run `make login-harness`" when this step was skipped.
+LOGIN_HARNESS := control-plane/tests/harness
+.PHONY: login-harness
+login-harness:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@[ $(LOGIN_HARNESS)/node_modules/.package-lock.json -nt $(LOGIN_HARNESS)/package-lock.json ] || \
+		(cd $(LOGIN_HARNESS) && npm ci --no-audit --no-fund)
 
 # The end-to-end runner (also `make e2e`) needs the current .wasm.
 envoy-e2e: build

@@ -166,6 +166,52 @@ pub struct Config {
     /// Database connection pool size. Default 8.
     #[arg(long, env = "MESHGATE_DB_POOL", default_value_t = 8)]
     pub db_pool_size: u32,
+
+    /// JSON file declaring login providers (Google, Apple, GitHub, Microsoft,
+    /// any OIDC issuer) and trusted issuers for token exchange. Default: none
+    /// (only password and email-code login). See `login::settings`.
+    #[arg(long, env = "MESHGATE_LOGIN_CONFIG")]
+    pub login_config: Option<PathBuf>,
+
+    /// The control plane's public base URL, from which OAuth callback URLs
+    /// (`<url>/api/v1/auth/oauth/<provider>/callback`) are built; `https://`
+    /// also marks login cookies `Secure`. Default: the issuer.
+    #[arg(long, env = "MESHGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Seconds a browser login (`state`) may take from authorize to
+    /// callback. Default 600: enough to sign in at the provider, short
+    /// enough that a leaked state is soon useless.
+    #[arg(long, env = "MESHGATE_OAUTH_STATE_TTL", default_value_t = 600)]
+    pub oauth_state_ttl_secs: i64,
+
+    /// Seconds an email one-time code stays valid. Default 600.
+    #[arg(long, env = "MESHGATE_OTP_TTL", default_value_t = 600)]
+    pub otp_ttl_secs: i64,
+
+    /// Wrong guesses allowed per email code before it is refused. Default 5.
+    #[arg(long, env = "MESHGATE_OTP_MAX_ATTEMPTS", default_value_t = 5)]
+    pub otp_max_attempts: i64,
+
+    /// Seconds before another code may be sent to the same address.
+    /// Default 60.
+    #[arg(long, env = "MESHGATE_OTP_RESEND", default_value_t = 60)]
+    pub otp_resend_secs: i64,
+
+    /// SMTP server for email codes, e.g. `smtps://user:pass@mail.example.com`
+    /// or `smtp://relay:25` (lettre URL syntax). Default: none — messages are
+    /// written as files under `MESHGATE_MAIL_DIR` (local use).
+    #[arg(long, env = "MESHGATE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// Sender of email codes. Default `meshgate <no-reply@localhost>`.
+    #[arg(long, env = "MESHGATE_MAIL_FROM", default_value = "meshgate <no-reply@localhost>")]
+    pub mail_from: String,
+
+    /// Directory the file mailer writes to when no SMTP server is set.
+    /// Default `<data_dir>/mail`.
+    #[arg(long, env = "MESHGATE_MAIL_DIR")]
+    pub mail_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -207,11 +253,28 @@ impl Config {
                 "MESHGATE_ISSUER and MESHGATE_AUDIENCE must not be empty",
             ),
             (self.max_body_bytes >= 1024, "MESHGATE_MAX_BODY must be at least 1024 bytes"),
+            (
+                self.oauth_state_ttl_secs >= 60 && self.oauth_state_ttl_secs <= 3600,
+                "MESHGATE_OAUTH_STATE_TTL must be 60..=3600 seconds",
+            ),
+            (self.otp_ttl_secs >= 60 && self.otp_ttl_secs <= 3600, "MESHGATE_OTP_TTL must be 60..=3600 seconds"),
+            (self.otp_max_attempts >= 1 && self.otp_max_attempts <= 20, "MESHGATE_OTP_MAX_ATTEMPTS must be 1..=20"),
+            (self.otp_resend_secs >= 0, "MESHGATE_OTP_RESEND must not be negative"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err((*msg).to_string()),
             None => Ok(()),
         }
+    }
+
+    /// The public base URL without a trailing slash (the issuer when unset).
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_deref().unwrap_or(&self.issuer).trim_end_matches('/')
+    }
+
+    /// The directory of the file mailer.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.mail_dir.clone().unwrap_or_else(|| self.data_dir.join("mail"))
     }
 
     /// The effective database URL (the SQLite default when unset).

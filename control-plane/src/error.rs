@@ -2,7 +2,7 @@
 //! `application/problem+json` (RFC 9457). Internal details are logged here and
 //! never sent to clients.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -63,6 +63,36 @@ pub enum ApiError {
         /// Seconds until the lockout ends.
         retry_after: i64,
     },
+    /// A one-time `state` of a browser login is unknown, expired, already
+    /// used, or was started by another browser.
+    #[error("invalid login state")]
+    InvalidState,
+    /// An external login was refused: the provider rejected the code, its ID
+    /// token failed verification, or it vouches for no usable identity.
+    /// The detail is a fixed sentence, never provider output.
+    #[error("login rejected: {0}")]
+    LoginRejected(&'static str),
+    /// An email one-time code is wrong, expired or unknown (uniformly).
+    #[error("invalid code")]
+    InvalidCode,
+    /// Asked again too soon (code resend); retry after the given seconds.
+    #[error("throttled")]
+    Throttled {
+        /// Seconds until another request is accepted.
+        retry_after: i64,
+    },
+    /// The login provider is declared but lacks a setting (named in the
+    /// detail) or cannot be used safely (no PKCE S256).
+    #[error("provider not configured: {0}")]
+    ProviderNotConfigured(String),
+    /// The login provider (or mail server) could not be reached; the cause is
+    /// logged, the client sees a fixed detail.
+    #[error("provider unavailable: {0}")]
+    ProviderUnavailable(String),
+    /// The login provider answered with something unusable (5xx, garbage);
+    /// the cause is logged.
+    #[error("bad answer from provider: {0}")]
+    ProviderError(String),
     /// Anything else: logged with its cause, answered as a bare 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -109,6 +139,17 @@ impl ApiError {
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
             Self::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many failed attempts"),
+            Self::InvalidState => (S::BAD_REQUEST, "invalid-state", "Invalid or expired login state"),
+            Self::LoginRejected(_) => (S::UNAUTHORIZED, "login-rejected", "Login rejected"),
+            Self::InvalidCode => (S::UNAUTHORIZED, "invalid-code", "Invalid or expired code"),
+            Self::Throttled { .. } => (S::TOO_MANY_REQUESTS, "throttled", "Too many requests"),
+            Self::ProviderNotConfigured(_) => {
+                (S::SERVICE_UNAVAILABLE, "provider-not-configured", "Login provider not configured")
+            }
+            Self::ProviderUnavailable(_) => {
+                (S::SERVICE_UNAVAILABLE, "provider-unavailable", "Login provider unreachable")
+            }
+            Self::ProviderError(_) => (S::BAD_GATEWAY, "provider-error", "Bad answer from login provider"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -120,9 +161,16 @@ impl ApiError {
             | Self::InvalidBody(d)
             | Self::Validation(d)
             | Self::InvalidQuery(d)
-            | Self::Conflict(d) => Some(d.clone()),
+            | Self::Conflict(d)
+            | Self::ProviderNotConfigured(d) => Some(d.clone()),
+            Self::LoginRejected(d) => Some((*d).to_string()),
             _ => None,
         }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
     }
 
     /// Shorthand for a validation failure.
@@ -134,8 +182,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
-        if let Self::Internal(cause) = &self {
-            tracing::error!(%cause, "internal error");
+        match &self {
+            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            Self::ProviderUnavailable(cause) | Self::ProviderError(cause) => {
+                tracing::warn!(%cause, "login provider failure");
+            }
+            _ => {}
         }
         let problem = Problem {
             kind: format!("urn:meshgate:problem:{slug}"),
@@ -154,7 +206,7 @@ impl IntoResponse for ApiError {
             };
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
         }
-        if let Self::TooManyAttempts { retry_after } = self
+        if let Self::TooManyAttempts { retry_after } | Self::Throttled { retry_after } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string())
         {
             headers.insert(header::RETRY_AFTER, v);
@@ -192,6 +244,16 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::Validation(rejection.body_text())
+    }
+}
+
+impl From<FormRejection> for ApiError {
+    fn from(rejection: FormRejection) -> Self {
+        match rejection {
+            FormRejection::InvalidFormContentType(_) => Self::UnsupportedMediaType,
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            other => Self::Validation(other.body_text()),
+        }
     }
 }
 

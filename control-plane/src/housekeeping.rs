@@ -16,7 +16,9 @@ pub async fn purge(db: &Db, now: i64) -> Result<u64, sqlx::Error> {
     let old = now - KEEP_ENDED_SECS;
     let mut tx = db.begin().await?;
     let mut removed = 0;
-    let statements: [(&str, i64); 4] = [
+    let statements: [(&str, i64); 6] = [
+        ("DELETE FROM oauth_states WHERE expires_at < $1", now),
+        ("DELETE FROM email_otps WHERE expires_at < $1", now),
         ("DELETE FROM revocations WHERE until < $1", now),
         (
             "DELETE FROM refresh_tokens WHERE session_id IN \

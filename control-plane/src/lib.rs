@@ -16,6 +16,7 @@
 //! | [`state`] | shared state, clock, signing key cache |
 //! | [`bootstrap`] | first-start admin, admin app, first keys |
 //! | [`auth`] | login, refresh rotation, logout, me; caller extractors |
+//! | [`login`] | provider logins (OIDC, GitHub, Apple), email codes, token exchange, sign-in page |
 //! | [`tokens`] | access token minting and verification |
 //! | [`users`] | user list, create, get, patch |
 //! | [`apps`] | apps, roles, role assignments |
@@ -44,6 +45,7 @@ pub mod error;
 pub mod extract;
 pub mod forward_auth;
 pub mod housekeeping;
+pub mod login;
 pub mod ops;
 pub mod revocations;
 pub mod signing;
@@ -72,6 +74,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(auth::router())
+        .merge(login::router())
         .merge(users::router())
         .merge(apps::router())
         .merge(apikeys::router())
@@ -94,7 +97,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<(AppState, Option<String>
     config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let db = Db::connect(&config.database_url(), config.db_pool_size).await?;
     let master = MasterKey::load_or_generate(config.master_key.as_deref(), &config.data_dir)?;
-    let state = AppState::new(config, db, master);
+    let login = login::Login::load(&config)?;
+    let state = AppState::new(config, db, master, login);
     if state.db.backend == db::Backend::Postgres {
         // Changes committed through other replicas wake this one's polls.
         state.sync.listen_postgres(state.config.database_url()).await;

@@ -59,6 +59,8 @@ pub struct Inner {
     pub sync_cache: crate::sync::Cache,
     /// Revocations and API keys the forward-auth endpoint checks in memory.
     pub forward_auth: crate::forward_auth::Cache,
+    /// Login providers, trusted issuers, mailer.
+    pub login: crate::login::Login,
     /// Decrypted signing keys and when they were loaded.
     keys: Mutex<Option<(Instant, Arc<Vec<SigningKey>>)>>,
 }
@@ -76,7 +78,7 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state over an open, migrated database.
-    pub fn new(config: Config, db: Db, master: MasterKey) -> Self {
+    pub fn new(config: Config, db: Db, master: MasterKey, login: crate::login::Login) -> Self {
         let limiter = LoginLimiter::new(
             config.login_max_failures_per_account,
             config.login_max_failures_per_ip,
@@ -92,6 +94,7 @@ impl AppState {
             sync: crate::sync::Notifier::default(),
             sync_cache: crate::sync::Cache::default(),
             forward_auth: crate::forward_auth::Cache::default(),
+            login,
             keys: Mutex::new(None),
         }))
     }

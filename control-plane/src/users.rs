@@ -78,7 +78,8 @@ pub fn check_username(name: &str) -> ApiResult<String> {
     if ok { Ok(name) } else { Err(ApiError::invalid("username must be 1 to 64 characters of [a-z0-9._-]")) }
 }
 
-fn check_email(email: &str) -> ApiResult<String> {
+/// Email syntax, normalised to lower case.
+pub fn check_email(email: &str) -> ApiResult<String> {
     let email = email.trim().to_lowercase();
     let ok = email.len() <= 254
         && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))

@@ -93,7 +93,13 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Mints the token pair for a session.
-async fn issue(state: &AppState, user_id: &str, app_id: &str, sid: &str, refresh: String) -> ApiResult<TokenResponse> {
+pub(crate) async fn issue(
+    state: &AppState,
+    user_id: &str,
+    app_id: &str,
+    sid: &str,
+    refresh: String,
+) -> ApiResult<TokenResponse> {
     let (roles, scope) = apps::roles_for(&state.db, user_id, app_id).await?;
     let claims = AccessClaims { app_id: app_id.into(), roles, scope, sid: sid.into() };
     let minted = tokens::mint(state, user_id, claims).await?;

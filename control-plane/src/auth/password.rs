@@ -52,6 +52,13 @@ pub async fn verify(password: String, stored: Option<String>, cost: Cost) -> Api
     .await?
 }
 
+/// A valid hash of a random password nobody knows: the stored password of
+/// accounts created by an external login or an email code (they can set a
+/// real one later through `PATCH /api/v1/users/{id}`).
+pub fn unusable_hash(cost: Cost) -> ApiResult<String> {
+    dummy_hash(cost)
+}
+
 /// A hash of a random password, computed once per process.
 fn dummy_hash(cost: Cost) -> ApiResult<String> {
     static DUMMY: OnceLock<String> = OnceLock::new();

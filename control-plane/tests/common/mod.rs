@@ -19,6 +19,7 @@ use sqlx::Connection;
 use tower::ServiceExt;
 
 pub mod feed;
+pub mod login;
 
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
 
@@ -214,4 +215,19 @@ where
     } else {
         notice(&format!("SKIP {name} on PostgreSQL: not reachable at {}", pg_admin_url()));
     }
+}
+
+/// The backends a test loops over itself (when it needs to configure the
+/// app before it exists): SQLite, then PostgreSQL when reachable (with the
+/// same skip/require rules as [`on_each_backend`]).
+pub async fn backends(name: &str) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Sqlite];
+    if pg_reachable().await {
+        kinds.push(Kind::Postgres);
+    } else if std::env::var("MESHGATE_TEST_REQUIRE_PG").is_ok_and(|v| v == "1") {
+        panic!("PostgreSQL required but unreachable at {}", pg_admin_url());
+    } else {
+        notice(&format!("SKIP {name} on PostgreSQL: not reachable at {}", pg_admin_url()));
+    }
+    kinds
 }
