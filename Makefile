@@ -111,3 +111,18 @@ bench-core:
 bench-cp:
 	CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
 		$(CARGO) run --release -p meshgate --example bench -- 5 8
+
+# Fuzzing (issue 11, SECURITY.md): cargo-fuzz targets over the pure core in
+# filter/fuzz (its own workspace): jwt, path_route, config, sync, ratelimit,
+# FUZZ_SECS seconds each. Installs cargo-fuzz when missing; stable rustc is
+# enough (filter/fuzz/run.sh sets RUSTC_BOOTSTRAP=1 for its -Z flags).
+# One target: make fuzz FUZZ_TARGETS=jwt FUZZ_SECS=600.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?=
+CARGO_FUZZ_VERSION := 0.13.2
+
+.PHONY: fuzz
+fuzz:
+	@$(CARGO) fuzz --version 2>/dev/null | grep -q ' $(CARGO_FUZZ_VERSION)$$' || \
+		$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+	FUZZ_SECS=$(FUZZ_SECS) filter/fuzz/run.sh $(FUZZ_TARGETS)

@@ -28,6 +28,8 @@ Groups:
   replicas two control-plane replicas on one PostgreSQL (127.0.0.1:5432, throwaway database;
           skipped when unreachable), Envoy following replica B, 20 revocations made on A
           each refused on both workers within 1 s (envoy/e2e/replicas_e2e.py)
+  attacks the attack corpus (SECURITY.md): forged and confused JWTs, header tricks, path
+          tricks, API key near-misses and refusal timing (envoy/e2e/attacks.py)
 
 Output: one line per check, `ok <name>: <detail>` or `FAIL <name>: <detail>`, then
 Envoy's log for any group with a failure, then exactly one line `N passed, M failed`.
@@ -38,7 +40,8 @@ Environment:
   MESHGATE_WASM       filter module  (default <repo>/target/wasm32-wasip1/release/meshgate_filter.wasm)
   MESHGATE_E2E_KEEP=1     keep the work directory (rendered bootstraps, logs)
   MESHGATE_E2E_VERBOSE=1  print Envoy's log even when every check passed
-  MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg, sync, gateway, replicas)
+  MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg, sync, gateway, replicas,
+                          attacks)
   MESHGATE_BIN        control plane binary for `sync` and `gateway` (default <repo>/target/debug/meshgate;
                       `cargo build -p meshgate`)
 
@@ -74,6 +77,7 @@ sys.path.insert(0, str(HERE))
 import sync_e2e  # noqa: E402  (envoy/e2e/sync_e2e.py: the `sync` group)
 import gateway_e2e  # noqa: E402  (envoy/e2e/gateway_e2e.py: the `gateway` group)
 import replicas_e2e  # noqa: E402  (envoy/e2e/replicas_e2e.py: the `replicas` group)
+import attacks  # noqa: E402  (envoy/e2e/attacks.py: the `attacks` group)
 
 ENVOY = os.environ.get("ENVOY") or str(REPO / ".venv" / "bin" / "envoy")
 WASM = os.environ.get("MESHGATE_WASM") or str(
@@ -726,6 +730,7 @@ def main() -> int:
             ("sync", lambda: sync_e2e.group_sync(sys.modules[__name__], work)),
             ("gateway", lambda: gateway_e2e.group_gateway(sys.modules[__name__], work)),
             ("replicas", lambda: replicas_e2e.group_replicas(sys.modules[__name__], work)),
+            ("attacks", lambda: attacks.group_attacks(sys.modules[__name__], work)),
         ]
         for gname, fn in groups:
             if only and gname not in only:
