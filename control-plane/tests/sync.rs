@@ -260,3 +260,54 @@ fn query_parsing() {
     assert!(SyncQuery::parse(Some("since")).is_err());
     assert!(SyncQuery::parse(Some("wait=1&wait=1")).is_err());
 }
+
+#[tokio::test]
+async fn paged_snapshots_hold_the_same_records_as_one_snapshot() {
+    on_each_backend("paged_snapshots", |app| async move {
+        let admin = app.admin_token().await;
+        let filter = sync_key(&app, &admin).await;
+        for i in 0..5 {
+            create_key(&app, &admin, &["orders:read"], json!({})).await;
+            revoke(&app, &admin, "token", &format!("jti-{i}")).await;
+        }
+        revoke(&app, &admin, "session", "sid/with spaces&odd=chars").await;
+        let whole = feed::get(&app, "snapshot=true", &filter).await;
+        assert_eq!(whole.next, None);
+        assert_eq!(whole.total_keys, None, "totals only on paged snapshots");
+        for limit in [1, 2, 3, 7, 100] {
+            let mut page = feed::get(&app, &format!("since=0&limit={limit}"), &filter).await;
+            assert_eq!(page.kind, SyncKind::Snapshot);
+            assert_eq!(page.total_keys, Some(whole.api_keys.len() as u64));
+            assert_eq!(page.total_revocations, Some(whole.revocations.len() as u64));
+            assert_eq!(page.signing_keys, whole.signing_keys);
+            let (mut keys, mut revs) = (Vec::new(), Vec::new());
+            let mut pages = 0;
+            loop {
+                pages += 1;
+                assert!(page.api_keys.len() + page.revocations.len() <= limit, "limit {limit}");
+                keys.extend(page.api_keys.iter().map(|k| k.digest.clone()));
+                revs.extend(page.revocations.iter().map(|r| (r.kind, r.id.clone())));
+                let Some(next) = page.next.clone() else { break };
+                page = feed::get(&app, &format!("limit={limit}&after={next}"), &filter).await;
+                assert!(page.signing_keys.is_empty(), "signing keys come with the first page");
+            }
+            let total = whole.api_keys.len() + whole.revocations.len();
+            assert!(pages >= total.div_ceil(limit), "{pages} pages for {total} records of {limit}");
+            let mut want_keys: Vec<_> = whole.api_keys.iter().map(|k| k.digest.clone()).collect();
+            want_keys.sort();
+            assert_eq!(keys, want_keys, "keys in digest order, each once (limit {limit})");
+            let mut want_revs: Vec<_> = whole.revocations.iter().map(|r| (r.kind, r.id.clone())).collect();
+            want_revs.sort_by(|a, b| a.1.cmp(&b.1));
+            revs.sort_by(|a, b| a.1.cmp(&b.1));
+            assert_eq!(revs, want_revs, "limit {limit}");
+        }
+        for bad in
+            ["limit=0", "limit=100001", "limit=x", "after=zzz", "after=k.12", "after=r.nope.00", "after=r.jti.0g"]
+        {
+            let (s, body) = feed::get_raw(&app.router, bad, Some(&filter)).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {}", String::from_utf8_lossy(&body));
+        }
+        app
+    })
+    .await;
+}

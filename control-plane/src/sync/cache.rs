@@ -20,8 +20,9 @@ pub const TTL: Duration = Duration::from_secs(10);
 /// Entries kept (at most one of them a snapshot).
 const CAPACITY: usize = 8;
 
-/// Requested `since` (`None`: a snapshot was asked for) and version.
-pub type CacheKey = (Option<u64>, u64);
+/// Requested `since` (`None`: a snapshot was asked for), version, and the
+/// page size of a paged snapshot's first page.
+pub type CacheKey = (Option<u64>, u64, Option<u32>);
 
 /// The cache and its single-flight locks.
 #[derive(Debug, Default)]

@@ -13,6 +13,12 @@
 //! JSON body (the field names of `meshgate_wire::sync::SyncResponse`; the
 //! tests parse every answer with that type), so a snapshot of 10^6 keys
 //! never holds 10^6 rows or records at once — only the encoded bytes.
+//!
+//! Snapshots can be paged (`limit`): keys in digest order, then revocations
+//! in (kind, value) order, each page continuing after the last row of the
+//! previous one ([`Cursor`]). Each page is its own read: rows that change
+//! while a filter pages are repeated by the deltas it asks for next (from
+//! the first page's version), so the result converges on the same state.
 
 use std::collections::HashMap;
 
@@ -28,6 +34,57 @@ use sqlx::any::AnyRow;
 use crate::db::{self, Backend, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+
+/// Largest page a filter may ask for.
+pub const MAX_PAGE: u32 = 100_000;
+
+/// Where a snapshot page continues: after a key digest, or after a
+/// revocation (kind, value). Printed as `k.<digest>` or
+/// `r.<kind>.<hex of value>` (query-safe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// After the key with this digest.
+    Key(String),
+    /// After this revocation.
+    Revocation(String, String),
+}
+
+impl Cursor {
+    /// Parses a cursor printed by [`Cursor::print`].
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Some(digest) = text.strip_prefix("k.") {
+            let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+            return ok.then(|| Self::Key(digest.to_ascii_lowercase()));
+        }
+        let (kind, hex) = text.strip_prefix("r.")?.split_once('.')?;
+        revocation_kind(kind)?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()?;
+        Some(Self::Revocation(kind.to_owned(), String::from_utf8(bytes).ok()?))
+    }
+
+    /// The printed form.
+    pub fn print(&self) -> String {
+        match self {
+            Self::Key(digest) => format!("k.{digest}"),
+            Self::Revocation(kind, value) => {
+                let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+                format!("r.{kind}.{hex}")
+            }
+        }
+    }
+}
+
+/// Paging of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Most keys + revocations in this answer (`None`: everything).
+    pub limit: Option<u32>,
+    /// Continue after this row.
+    pub after: Option<Cursor>,
+}
 
 /// Window of the per-key limit: the control plane stores requests per minute.
 const KEY_LIMIT_WINDOW_SECS: u32 = 60;
@@ -57,7 +114,7 @@ pub fn encode(response: &SyncResponse) -> ApiResult<Built> {
 /// Reads the state at the current version: a delta from `since` when it can
 /// be expressed, else (no `since`, 0, below the floor, or ahead of the
 /// counter) a snapshot.
-pub async fn build(state: &AppState, since: Option<u64>) -> ApiResult<Built> {
+pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResult<Built> {
     let mut tx = match state.db.backend {
         Backend::Sqlite => state.db.pool.begin().await?,
         Backend::Postgres => state.db.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
@@ -78,18 +135,69 @@ pub async fn build(state: &AppState, since: Option<u64>) -> ApiResult<Built> {
         None => format!("{{\"version\":{version},\"kind\":\"snapshot\""),
     };
     out.extend_from_slice(head.as_bytes());
-    let (keys, removed_kids) = signing_keys(state, &mut tx, after, now).await?;
-    field(&mut out, "signing_keys", &keys)?;
-    if kind == SyncKind::Delta {
-        field(&mut out, "removed_signing_keys", &removed_kids)?;
+    // Deltas are never paged.
+    let page = if kind == SyncKind::Snapshot { page.clone() } else { Page::default() };
+    if page.after.is_none() {
+        let (keys, removed_kids) = signing_keys(state, &mut tx, after, now).await?;
+        field(&mut out, "signing_keys", &keys)?;
+        if kind == SyncKind::Delta {
+            field(&mut out, "removed_signing_keys", &removed_kids)?;
+        }
     }
-    let removed = api_keys(&mut tx, after, now, kind, &mut out).await?;
+    if page.limit.is_some() && page.after.is_none() {
+        let keys: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE {LIVE_KEYS}"
+        ))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let revs: i64 = sqlx::query("SELECT COUNT(*) FROM revocations WHERE until >= $1")
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        out.extend_from_slice(format!(",\"total_keys\":{keys},\"total_revocations\":{revs}").as_bytes());
+    }
+    let mut budget = page.limit.map(i64::from);
+    let mut next = None;
+    let keys_done = matches!(page.after, Some(Cursor::Revocation(..)));
+    let removed = if keys_done {
+        out.extend_from_slice(b",\"api_keys\":[]");
+        HashMap::new()
+    } else {
+        let after_digest = match &page.after {
+            Some(Cursor::Key(d)) => Some(d.as_str()),
+            _ => None,
+        };
+        let (removed, last) = api_keys(&mut tx, after, now, kind, after_digest, budget, &mut out).await?;
+        if let (Some(b), Some((n, last))) = (budget.as_mut(), last) {
+            *b -= n;
+            if *b <= 0 {
+                next = Some(Cursor::Key(last));
+            }
+        }
+        removed
+    };
     if kind == SyncKind::Delta {
         let digests: Vec<&str> = removed.values().map(|r| r.digest.as_str()).collect();
         field(&mut out, "removed_keys", &digests)?;
     }
-    revocations(&mut tx, after, now, removed, &mut out).await?;
-    out.extend_from_slice(b",\"bans\":[]}");
+    if next.is_some() {
+        out.extend_from_slice(b",\"revocations\":[]");
+    } else {
+        let after_rev = match &page.after {
+            Some(Cursor::Revocation(k, v)) => Some((k.as_str(), v.as_str())),
+            _ => None,
+        };
+        next = revocations(&mut tx, after, now, removed, after_rev, budget, &mut out).await?;
+    }
+    out.extend_from_slice(b",\"bans\":[]");
+    if let Some(next) = next {
+        out.extend_from_slice(b",\"next\":");
+        item(&mut out, &next.print())?;
+    }
+    out.push(b'}');
     tx.commit().await?;
     Ok(Built { version, kind, body: out.into() })
 }
@@ -168,25 +276,44 @@ struct Removed {
     revoked_until: Option<u64>,
 }
 
-/// Streams `"api_keys":[…]`; returns the removed keys (deltas only).
+/// The keys a snapshot holds (`$1`: now).
+const LIVE_KEYS: &str = "k.revoked_at IS NULL AND k.expires_at > $1 AND u.disabled = 0";
+
+/// Streams `"api_keys":[…]`; returns the removed keys (deltas only) and, for
+/// a page (`limit`), how many keys it holds and the last digest.
 async fn api_keys(
     tx: &mut Tx,
     after: i64,
     now: i64,
     kind: SyncKind,
+    after_digest: Option<&str>,
+    limit: Option<i64>,
     out: &mut Vec<u8>,
-) -> ApiResult<HashMap<String, Removed>> {
+) -> ApiResult<(HashMap<String, Removed>, Option<(i64, String)>)> {
     let delta = kind == SyncKind::Delta;
     // A snapshot needs only live keys; a delta needs every changed row.
-    let filter = if delta { "" } else { " AND k.revoked_at IS NULL AND k.expires_at > $2 AND u.disabled = 0" };
+    let filter = if delta { String::new() } else { format!(" AND {}", LIVE_KEYS.replace("$1", "$2")) };
+    let paging = match (limit, after_digest) {
+        (Some(_), Some(_)) => " AND k.digest > $3 ORDER BY k.digest LIMIT $4",
+        (Some(_), None) => " ORDER BY k.digest LIMIT $3",
+        (None, _) => "",
+    };
     let sql = format!(
         "SELECT k.id, k.digest, k.owner_id, k.app_id, k.scopes, k.rate_limit, k.expires_at, k.revoked_at, u.disabled \
-         FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.version > $1{filter}"
+         FROM api_keys k JOIN users u ON u.id = k.owner_id WHERE k.version > $1{filter}{paging}"
     );
     let mut query = sqlx::query(&sql).bind(after);
     if !delta {
         query = query.bind(now);
     }
+    if let Some(limit) = limit {
+        if let Some(d) = after_digest {
+            query = query.bind(d.to_owned());
+        }
+        query = query.bind(limit);
+    }
+    let mut count = 0i64;
+    let mut last = None;
     let mut rows = query.fetch(&mut **tx);
     let mut removed = HashMap::new();
     let mut first = true;
@@ -194,6 +321,10 @@ async fn api_keys(
     while let Some(row) = rows.try_next().await? {
         let id: String = row.try_get("id")?;
         let digest: String = row.try_get("digest")?;
+        if limit.is_some() {
+            count += 1;
+            last = Some(digest.clone());
+        }
         let expires_at: i64 = row.try_get("expires_at")?;
         let revoked = row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("disabled")? != 0;
         if revoked || expires_at <= now {
@@ -224,7 +355,7 @@ async fn api_keys(
         item(out, &record)?;
     }
     out.push(b']');
-    Ok(removed)
+    Ok((removed, last.map(|l| (count, l))))
 }
 
 fn revocation_kind(column: &str) -> Option<RevocationKind> {
@@ -243,21 +374,37 @@ fn unix(t: i64) -> u64 {
 
 /// Streams `"revocations":[…]`: the live rows (all, or the changed ones),
 /// then a `key` revocation for every revoked key of `removed` the rows did
-/// not already cover.
+/// not already cover. With a `limit` (snapshot pages), at most that many
+/// rows after `after_rev`, returning the cursor of the next page when the
+/// page is full.
 async fn revocations(
     tx: &mut Tx,
     after: i64,
     now: i64,
     mut removed: HashMap<String, Removed>,
+    after_rev: Option<(&str, &str)>,
+    limit: Option<i64>,
     out: &mut Vec<u8>,
-) -> ApiResult<()> {
+) -> ApiResult<Option<Cursor>> {
     // `until + 0`: SQLite would otherwise pick the `until` index, which every
     // live row matches, and scan the table for a one-row delta.
-    let mut rows =
-        sqlx::query("SELECT kind, value, not_before, until FROM revocations WHERE version > $1 AND until + 0 >= $2")
-            .bind(after)
-            .bind(now)
-            .fetch(&mut **tx);
+    let base = "SELECT kind, value, not_before, until FROM revocations WHERE version > $1 AND until + 0 >= $2";
+    let sql = match (limit, after_rev) {
+        (Some(_), Some(_)) => {
+            format!("{base} AND (kind > $3 OR (kind = $3 AND value > $4)) ORDER BY kind, value LIMIT $5")
+        }
+        (Some(_), None) => format!("{base} ORDER BY kind, value LIMIT $3"),
+        (None, _) => base.to_owned(),
+    };
+    let mut query = sqlx::query(&sql).bind(after).bind(now);
+    if let Some(limit) = limit {
+        if let Some((k, v)) = after_rev {
+            query = query.bind(k.to_owned()).bind(v.to_owned());
+        }
+        query = query.bind(limit.max(0));
+    }
+    let mut rows = query.fetch(&mut **tx);
+    let (mut count, mut last) = (0i64, None);
     let mut first = true;
     out.extend_from_slice(b",\"revocations\":[");
     let mut push = |out: &mut Vec<u8>, r: &Revocation| {
@@ -267,8 +414,13 @@ async fn revocations(
         item(out, r)
     };
     while let Some(row) = rows.try_next().await? {
-        let Some(kind) = revocation_kind(&row.try_get::<String, _>("kind")?) else { continue };
+        let column: String = row.try_get("kind")?;
         let id: String = row.try_get("value")?;
+        if limit.is_some() {
+            count += 1;
+            last = Some((column.clone(), id.clone()));
+        }
+        let Some(kind) = revocation_kind(&column) else { continue };
         if kind == RevocationKind::Key
             && let Some(r) = removed.get_mut(&id)
         {
@@ -284,5 +436,6 @@ async fn revocations(
         }
     }
     out.push(b']');
-    Ok(())
+    let full = limit.is_some_and(|l| count >= l && l > 0);
+    Ok(last.filter(|_| full).map(|(k, v)| Cursor::Revocation(k, v)))
 }

@@ -52,7 +52,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Parsed query of a feed request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncQuery {
     /// The version the filter holds (absent or 0: none).
     pub since: Option<u64>,
@@ -60,13 +60,18 @@ pub struct SyncQuery {
     pub wait: Duration,
     /// Ask for a snapshot whatever `since` is.
     pub snapshot: bool,
+    /// Snapshots only: at most this many keys and revocations per answer,
+    /// the rest in further pages (`next` in the answer → `after`).
+    pub limit: Option<u32>,
+    /// Snapshots only: continue after this cursor (from `next`).
+    pub after: Option<feed::Cursor>,
 }
 
 impl SyncQuery {
     /// Parses the raw query string; anything malformed, unknown or repeated
     /// is a 400 `invalid-query` problem.
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let (mut since, mut wait, mut snapshot) = (None, None, None);
+        let (mut since, mut wait, mut snapshot, mut limit, mut after) = (None, None, None, None, None);
         for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let bad = |what: &str| ApiError::InvalidQuery(format!("{name}: {what}"));
@@ -74,6 +79,14 @@ impl SyncQuery {
             let slot_taken = match name {
                 "since" => since.replace(number()?).is_some(),
                 "wait" => wait.replace(number()?).is_some(),
+                "limit" => {
+                    let n = number()?;
+                    let n = u32::try_from(n).ok().filter(|n| (1..=feed::MAX_PAGE).contains(n));
+                    limit.replace(n.ok_or_else(|| bad(&format!("expected 1 to {}", feed::MAX_PAGE)))?).is_some()
+                }
+                "after" => {
+                    after.replace(feed::Cursor::parse(value).ok_or_else(|| bad("not a cursor from next"))?).is_some()
+                }
                 "snapshot" => match value {
                     "true" | "1" => snapshot.replace(true).is_some(),
                     "false" | "0" => snapshot.replace(false).is_some(),
@@ -88,7 +101,9 @@ impl SyncQuery {
         Ok(Self {
             since: since.filter(|&s| s > 0),
             wait: Duration::from_secs(wait.unwrap_or(DEFAULT_WAIT_SECS).min(MAX_WAIT_SECS)),
-            snapshot: snapshot.unwrap_or(false),
+            snapshot: snapshot.unwrap_or(false) || after.is_some(),
+            limit,
+            after,
         })
     }
 }
@@ -113,6 +128,8 @@ impl FromRequestParts<AppState> for FeedReader {
         ("since" = Option<u64>, Query, description = "version the filter holds; absent or 0: snapshot"),
         ("wait" = Option<u64>, Query, description = "seconds to hold the request when nothing is newer (default 30, max 60)"),
         ("snapshot" = Option<bool>, Query, description = "answer a snapshot whatever since is"),
+        ("limit" = Option<u32>, Query, description = "snapshots: at most this many keys + revocations per page"),
+        ("after" = Option<String>, Query, description = "snapshots: the next page, from the previous page's next"),
     ),
     responses((status = 200, description = "meshgate_wire::sync::SyncResponse"),
               (status = 400, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
@@ -123,7 +140,7 @@ pub async fn sync(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
     let q = SyncQuery::parse(raw.as_deref())?;
-    let built = answer(&state, q).await?;
+    let built = answer(&state, &q).await?;
     let series = match (built.kind, built.version == q.since.unwrap_or(0)) {
         (SyncKind::Snapshot, _) => "meshgate_sync_responses_total{kind=\"snapshot\"}",
         (_, true) => "meshgate_sync_responses_total{kind=\"unchanged\"}",
@@ -135,12 +152,17 @@ pub async fn sync(
 }
 
 /// Answers `q`, holding the request while nothing is newer than `since`.
-pub async fn answer(state: &AppState, q: SyncQuery) -> ApiResult<Built> {
+pub async fn answer(state: &AppState, q: &SyncQuery) -> ApiResult<Built> {
     let since = match q.since {
         Some(since) if !q.snapshot => since,
         _ => {
+            let page = feed::Page { limit: q.limit, after: q.after.clone() };
+            if page.after.is_some() {
+                // A later page: one filter asks for it, nothing to share.
+                return feed::build(state, None, &page).await;
+            }
             let version = u64::try_from(db::change_version(&state.db).await?).unwrap_or(0);
-            return cached_build(state, None, version).await;
+            return cached_build(state, None, version, &page).await;
         }
     };
     let deadline = Instant::now() + q.wait;
@@ -151,7 +173,7 @@ pub async fn answer(state: &AppState, q: SyncQuery) -> ApiResult<Built> {
     loop {
         let version = u64::try_from(db::change_version(&state.db).await?).unwrap_or(0);
         if version != since {
-            return cached_build(state, Some(since), version).await;
+            return cached_build(state, Some(since), version, &feed::Page::default()).await;
         }
         if q.wait.is_zero() || state.sync.is_shutting_down() {
             return feed::encode(&feed::unchanged(since));
@@ -166,21 +188,21 @@ pub async fn answer(state: &AppState, q: SyncQuery) -> ApiResult<Built> {
 
 /// The answer for `since` at `version` from the cache, or built once while
 /// concurrent requests for the same answer wait for it.
-async fn cached_build(state: &AppState, since: Option<u64>, version: u64) -> ApiResult<Built> {
+async fn cached_build(state: &AppState, since: Option<u64>, version: u64, page: &feed::Page) -> ApiResult<Built> {
     let cache = &state.sync_cache;
-    if let Some(hit) = cache.get((since, version)) {
+    if let Some(hit) = cache.get((since, version, page.limit)) {
         return Ok(hit);
     }
     let _building = match since {
         None => cache.snapshot_build.lock().await,
         Some(_) => cache.delta_build.lock().await,
     };
-    if let Some(hit) = cache.get((since, version)) {
+    if let Some(hit) = cache.get((since, version, page.limit)) {
         return Ok(hit);
     }
-    let built = feed::build(state, since).await?;
+    let built = feed::build(state, since, page).await?;
     // Stored under the version actually read (newer than `version` when
     // something committed in between).
-    cache.put((since, built.version), built.clone());
+    cache.put((since, built.version, page.limit), built.clone());
     Ok(built)
 }

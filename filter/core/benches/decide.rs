@@ -9,6 +9,7 @@ mod support;
 use criterion::{Criterion, criterion_group, criterion_main};
 use meshgate_core::engine::{Decision, Engine};
 use meshgate_core::ratelimit::table::MemoryStore;
+use meshgate_core::revocation::RevocationSource;
 use serde_json::json;
 use std::hint::black_box;
 use support::*;

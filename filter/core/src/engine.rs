@@ -8,16 +8,19 @@ use crate::credential::{self, Credential, HeaderPair};
 use crate::denial::{Denial, Reason};
 use crate::identity::Identity;
 use crate::jwt::KeyRing;
-use crate::keystore::KeyKindTag;
-use crate::keystore::KeyStore;
+use crate::keystore::{KeyEntry, KeyKindTag, KeyStore};
 use crate::path;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::table::{CounterStore, StoreError};
 use crate::ratelimit::{LimitInput, LimitOutcome, LimitReport, Refusal};
-use crate::revocation::Revocations;
+use crate::revocation::{RevocationSource, Revocations};
 use crate::route::host_of;
-use crate::token_cache::{DEFAULT_CAPACITY, TokenCache, VerifiedCache};
+use crate::sync::layout::View;
+use crate::sync::records::revocation_byte;
+use crate::token_cache::{CachedToken, DEFAULT_CAPACITY, TokenCache, VerifiedCache};
 use meshgate_wire::config::{Access, CredentialKind, FailureMode};
+use meshgate_wire::sync::{RevocationKind, SigningKey};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -79,13 +82,70 @@ pub struct Engine {
     pub bans: HashMap<String, u64>,
     /// Version of the synced state this engine was built from (0: none).
     pub sync_version: u64,
-    /// Live revocations.
+    /// Where the synced keys and revocations are in the process-wide store
+    /// (empty: nothing synced).
+    pub synced: View,
+    /// The synced signing keys this engine's key ring was built with.
+    pub signing_keys: Vec<SigningKey>,
+    /// Revocations held in memory (tests, tools); the synced ones are
+    /// looked up through [`Engine::synced`].
     pub revocations: Revocations,
     /// Verified JWTs, re-checked for expiry and revocation on every hit.
     pub token_cache: TokenCache,
     /// Digests of keys that verified, so a known key skips base58 and two
     /// SHA-256s (lookup, revocation and expiry still run every time).
     pub key_digests: VerifiedCache<ApiKeyDigest>,
+    /// Keys found (in config or the synced shards) and not revoked by the
+    /// synced set at this engine's version: a known key costs no shared
+    /// data read. Per engine, so a new version starts it empty.
+    key_entries: RefCell<HashMap<(KeyKindTag, ApiKeyDigest), Arc<KeyEntry>>>,
+}
+
+/// The synced revocations, in the process-wide store. A store failure
+/// counts as revoked: when in doubt, refuse.
+struct Synced<'a> {
+    view: &'a View,
+    store: &'a dyn CounterStore,
+}
+
+impl Synced<'_> {
+    fn find(&self, kind: RevocationKind, id: &str) -> Result<Option<(u64, u64)>, ()> {
+        self.view.revocation(self.store, revocation_byte(kind), id).map_err(|_| ())
+    }
+}
+
+impl RevocationSource for Synced<'_> {
+    fn token_revoked(&self, jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, iat: Option<u64>) -> bool {
+        let listed = |kind, id: Option<&str>| id.is_some_and(|id| self.find(kind, id).map_or(true, |r| r.is_some()));
+        listed(RevocationKind::Token, jti)
+            || listed(RevocationKind::Session, sid)
+            || sub.is_some_and(|s| match self.find(RevocationKind::User, s) {
+                Err(()) => true,
+                Ok(None) => false,
+                Ok(Some((_, not_before))) => iat.is_none_or(|iat| iat < not_before),
+            })
+    }
+
+    fn key_revoked(&self, key_id: &str) -> bool {
+        self.find(RevocationKind::Key, key_id).map_or(true, |r| r.is_some())
+    }
+}
+
+/// The in-memory revocations plus the synced ones.
+struct AllRevocations<'a> {
+    memory: &'a Revocations,
+    synced: Option<Synced<'a>>,
+}
+
+impl RevocationSource for AllRevocations<'_> {
+    fn token_revoked(&self, jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, iat: Option<u64>) -> bool {
+        self.memory.token_revoked(jti, sid, sub, iat)
+            || self.synced.as_ref().is_some_and(|s| s.token_revoked(jti, sid, sub, iat))
+    }
+
+    fn key_revoked(&self, key_id: &str) -> bool {
+        self.memory.key_revoked(key_id) || self.synced.as_ref().is_some_and(|s| s.key_revoked(key_id))
+    }
 }
 
 fn refusal_reason(refusal: Refusal) -> Reason {
@@ -113,9 +173,12 @@ impl Engine {
             keys: config.keys.clone(),
             bans: HashMap::new(),
             sync_version: 0,
+            synced: View::default(),
+            signing_keys: Vec::new(),
             revocations: Revocations::default(),
             token_cache: TokenCache::new(DEFAULT_CAPACITY),
             key_digests: VerifiedCache::new(DEFAULT_CAPACITY),
+            key_entries: RefCell::new(HashMap::new()),
             config,
         }
     }
@@ -137,12 +200,12 @@ impl Engine {
             .map_or(("default", &self.config.default_policy), |r| (r.name.as_str(), &r.policy))
     }
 
-    fn verify(&self, credential: Credential<'_>, now: u64) -> Result<Arc<Identity>, Reason> {
+    fn verify(&self, credential: Credential<'_>, now: u64, store: &dyn CounterStore) -> Result<Arc<Identity>, Reason> {
         match credential {
-            Credential::Jwt(token) => self.verify_jwt(token, now),
-            Credential::ApiKey { key, .. } => self.verify_key(KeyKindTag::Api, key, now),
-            Credential::Service(key) => self.verify_key(KeyKindTag::Service, key, now),
-            Credential::Admin(key) => self.verify_key(KeyKindTag::Admin, key, now),
+            Credential::Jwt(token) => self.verify_jwt(token, now, store),
+            Credential::ApiKey { key, .. } => self.verify_key(KeyKindTag::Api, key, now, store),
+            Credential::Service(key) => self.verify_key(KeyKindTag::Service, key, now, store),
+            Credential::Admin(key) => self.verify_key(KeyKindTag::Admin, key, now, store),
             Credential::Guest(id) => Ok(Arc::new(Identity {
                 method: CredentialKind::Guest,
                 subject: String::new(),
@@ -167,37 +230,103 @@ impl Engine {
         self.config.rate_limits.needs_ip() || !self.bans.is_empty()
     }
 
-    fn verify_key(&self, kind: KeyKindTag, presented: &str, now: u64) -> Result<Arc<Identity>, Reason> {
-        let cache_key = self.key_digests.key(presented);
-        if let Some(digest) = self.key_digests.lookup(&cache_key) {
-            return self.keys.verify_digest(kind, &digest, &self.revocations, now);
+    fn synced<'a>(&'a self, store: &'a dyn CounterStore) -> Option<Synced<'a>> {
+        (!self.synced.is_empty()).then_some(Synced { view: &self.synced, store })
+    }
+
+    /// A key by digest: from this engine's cache, else from the config or
+    /// the synced shards, checked against the synced revocations once.
+    fn key_entry(
+        &self,
+        kind: KeyKindTag,
+        digest: ApiKeyDigest,
+        store: &dyn CounterStore,
+    ) -> Result<Arc<KeyEntry>, Reason> {
+        if let Some(entry) = self.key_entries.borrow().get(&(kind, digest)) {
+            return Ok(Arc::clone(entry));
         }
-        crate::apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
-        let digest = crate::apikey::digest(presented);
-        let identity = self.keys.verify_digest(kind, &digest, &self.revocations, now)?;
-        // Only keys that verified are remembered: garbage cannot churn it.
-        self.key_digests.put(cache_key, digest);
+        let entry = match self.keys.get(kind, &digest) {
+            Some(entry) => Arc::new(entry.clone()),
+            None if self.synced.is_empty() => return Err(Reason::UnknownApiKey),
+            None => match self.synced.key(store, kind, &digest) {
+                Ok(Some(entry)) => Arc::new(entry.with_identity(kind)),
+                Ok(None) => return Err(Reason::UnknownApiKey),
+                Err(_) => return Err(Reason::Unavailable),
+            },
+        };
+        if self.synced(store).is_some_and(|s| s.key_revoked(&entry.id)) {
+            return Err(Reason::Revoked);
+        }
+        let mut entries = self.key_entries.borrow_mut();
+        if entries.len() >= DEFAULT_CAPACITY {
+            entries.clear();
+        }
+        entries.insert((kind, digest), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    fn verify_key(
+        &self,
+        kind: KeyKindTag,
+        presented: &str,
+        now: u64,
+        store: &dyn CounterStore,
+    ) -> Result<Arc<Identity>, Reason> {
+        let cache_key = self.key_digests.key(presented);
+        let (digest, known) = match self.key_digests.lookup(&cache_key) {
+            Some(digest) => (digest, true),
+            None => {
+                crate::apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
+                (crate::apikey::digest(presented), false)
+            }
+        };
+        let identity = self.key_entry(kind, digest, store)?.check(&self.revocations, now)?;
+        if !known {
+            // Only keys that verified are remembered: garbage cannot churn it.
+            self.key_digests.put(cache_key, digest);
+        }
         Ok(identity)
     }
 
-    fn verify_jwt(&self, token: &str, now: u64) -> Result<Arc<Identity>, Reason> {
+    fn verify_jwt(&self, token: &str, now: u64, store: &dyn CounterStore) -> Result<Arc<Identity>, Reason> {
         if token.len() > self.keyring.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }
         let key = self.token_cache.key(token);
-        if let Some(hit) = self.token_cache.get(&key, &self.revocations, now) {
+        let version = self.synced.version;
+        let synced = self.synced(store);
+        let hit = self.token_cache.get(&key, now, |v, checked| {
+            let id = &v.identity;
+            let subject = Some(id.subject.as_str()).filter(|s| !s.is_empty());
+            let claims = (v.jti.as_deref(), id.session_id.as_deref(), subject, v.iat);
+            let revoked = |r: &dyn RevocationSource| r.token_revoked(claims.0, claims.1, claims.2, claims.3);
+            // The synced set is read only when its version moved since the
+            // last check: a warm token costs no shared-data read.
+            if revoked(&self.revocations) || (checked != version && synced.as_ref().is_some_and(|s| revoked(s))) {
+                Err(Reason::Revoked)
+            } else {
+                Ok(version)
+            }
+        });
+        if let Some(hit) = hit {
             return hit;
         }
-        let verified = self.keyring.verify(token, &self.revocations, now)?;
+        let all = AllRevocations { memory: &self.revocations, synced };
+        let verified = self.keyring.verify(token, &all, now)?;
         let identity = Arc::clone(&verified.identity);
-        self.token_cache.put(key, verified);
+        self.token_cache.put(key, CachedToken { verified, checked: version });
         Ok(identity)
     }
 
     /// Decides one request at `now_us` (microseconds since the epoch), with
     /// rate-limit counters in `store`.
-    pub fn decide<'c>(&'c self, req: &Request<'_>, now_us: u64, store: &dyn CounterStore) -> Decision<'c> {
+    pub fn decide<'c>(&'c self, req: &Request<'c>, now_us: u64, store: &dyn CounterStore) -> Decision<'c> {
         let now = now_us / 1_000_000;
+        if !crate::route::is_single_authority(req.authority) {
+            // Two Host headers joined with a comma, or other junk: no host
+            // rule could match it safely, so answer 400 rather than guess.
+            return Decision::Deny(Denial::new(Reason::InvalidPath));
+        }
         let normalized = match path::normalize(req.path, self.config.path_limits) {
             Ok(n) => n,
             Err(_) => return Decision::Deny(Denial::new(Reason::InvalidPath)),
@@ -247,7 +376,7 @@ impl Engine {
             Err(_) if public => None,
             Err(reason) => return deny(reason),
         };
-        let identity = match credential.map(|c| self.verify(c, now)) {
+        let identity = match credential.map(|c| self.verify(c, now, store)) {
             None => None,
             Some(Ok(id)) => Some(id),
             Some(Err(_)) if public => None,
@@ -285,6 +414,13 @@ impl Engine {
             .into_iter()
             .filter(|n| has_header(req.headers, n) && !set.iter().any(|(s, _)| s == n))
             .collect();
+        // `X_User_ID` is `X-User-ID` to CGI, WSGI and PHP upstreams: strip
+        // underscore spellings of every owned name too.
+        remove.extend(
+            req.headers.iter().map(|(n, _)| n.as_str()).filter(|n| {
+                n.contains('_') && names.owned().iter().any(|o| crate::identity::same_but_underscores(n, o))
+            }),
+        );
         if self.config.hide_credentials {
             remove.extend(names.key_headers().into_iter().filter(|n| has_header(req.headers, n)));
             if matches!(credential, Some(Credential::ApiKey { in_authorization: true, .. })) {

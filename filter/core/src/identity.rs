@@ -180,3 +180,10 @@ impl Headers {
         out
     }
 }
+
+/// Whether header `name` spells `owned` with `_` for some `-` (ASCII case
+/// ignored): a different name to Envoy, the same one to CGI-style servers.
+pub fn same_but_underscores(name: &str, owned: &str) -> bool {
+    name.len() == owned.len()
+        && name.bytes().zip(owned.bytes()).all(|(a, b)| a.eq_ignore_ascii_case(&b) || (a == b'_' && b == b'-'))
+}

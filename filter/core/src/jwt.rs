@@ -9,7 +9,7 @@
 use crate::denial::Reason;
 use crate::identity::{Identity, is_header_safe_token};
 use crate::jwk::{Algorithm, KeyMaterial};
-use crate::revocation::Revocations;
+use crate::revocation::RevocationSource;
 use crate::token_cache::Verified;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -148,7 +148,7 @@ fn iat_seconds(value: Option<&serde_json::Value>) -> Option<u64> {
     value.and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)))
 }
 
-fn check_revocation(payload_b64: &str, revocations: &Revocations) -> Result<(), Reason> {
+fn check_revocation(payload_b64: &str, revocations: &dyn RevocationSource) -> Result<(), Reason> {
     let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| Reason::MalformedToken)?;
     let claims: RevocationClaims = serde_json::from_slice(&payload).map_err(|_| Reason::MalformedToken)?;
     let iat = iat_seconds(claims.iat.as_ref());
@@ -187,7 +187,7 @@ impl KeyRing {
 
     /// Verifies `token` at `now` (unix seconds): the identity plus what a
     /// cache needs to re-check it later.
-    pub fn verify(&self, token: &str, revocations: &Revocations, now: u64) -> Result<Verified, Reason> {
+    pub fn verify(&self, token: &str, revocations: &dyn RevocationSource, now: u64) -> Result<Verified, Reason> {
         if token.len() > self.max_token_bytes {
             return Err(Reason::TokenTooLarge);
         }

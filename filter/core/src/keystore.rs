@@ -8,7 +8,7 @@ use crate::apikey::{self, ApiKeyDigest};
 use crate::config::ConfigError;
 use crate::denial::Reason;
 use crate::identity::{Identity, is_header_safe_token};
-use crate::revocation::Revocations;
+use crate::revocation::RevocationSource;
 use meshgate_wire::config::{CredentialKind, KeyRecord};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -112,21 +112,46 @@ impl KeyEntry {
     }
 }
 
-impl KeyStore {
-    /// Adds (or replaces) a key.
-    pub fn insert(&mut self, kind: KeyKindTag, mut entry: KeyEntry) {
-        entry.identity = Some(Arc::new(Identity {
+impl KeyEntry {
+    /// The entry with the identity a verified key of `kind` yields, built
+    /// once so requests share it instead of copying strings.
+    pub fn with_identity(mut self, kind: KeyKindTag) -> Self {
+        self.identity = Some(Arc::new(Identity {
             method: kind.credential(),
-            subject: entry.subject.clone(),
-            roles: entry.roles.clone(),
-            scopes: entry.scopes.clone(),
-            app_id: entry.app_id.clone(),
-            key_id: Some(entry.id.clone()),
+            subject: self.subject.clone(),
+            roles: self.roles.clone(),
+            scopes: self.scopes.clone(),
+            app_id: self.app_id.clone(),
+            key_id: Some(self.id.clone()),
             session_id: None,
             guest_id: None,
-            key_limit: entry.rate_limit,
+            key_limit: self.rate_limit,
         }));
+        self
+    }
+
+    /// Checks a found key at `now`: revocation, then expiry.
+    pub fn check(&self, revocations: &dyn RevocationSource, now: u64) -> Result<Arc<Identity>, Reason> {
+        if revocations.key_revoked(&self.id) {
+            return Err(Reason::Revoked);
+        }
+        if self.expires_at.is_some_and(|exp| now >= exp) {
+            return Err(Reason::ApiKeyExpired);
+        }
+        self.identity.clone().ok_or(Reason::UnknownApiKey)
+    }
+}
+
+impl KeyStore {
+    /// Adds (or replaces) a key.
+    pub fn insert(&mut self, kind: KeyKindTag, entry: KeyEntry) {
+        let entry = entry.with_identity(kind);
         self.tables.entry(kind).or_default().insert(entry.digest, entry);
+    }
+
+    /// The key of `kind` with this digest (compared in constant time).
+    pub fn get(&self, kind: KeyKindTag, digest: &ApiKeyDigest) -> Option<&KeyEntry> {
+        self.tables.get(&kind).and_then(|t| t.get(digest)).filter(|e| e.digest.ct_eq(digest))
     }
 
     /// Number of keys of `kind`.
@@ -134,41 +159,16 @@ impl KeyStore {
         self.tables.get(&kind).map_or(0, HashMap::len)
     }
 
-    /// Verifies a presented key of `kind` at `now`.
+    /// Verifies a presented key of `kind` at `now` (format, checksum,
+    /// lookup, revocation, expiry).
     pub fn verify(
         &self,
         kind: KeyKindTag,
         presented: &str,
-        revocations: &Revocations,
+        revocations: &dyn RevocationSource,
         now: u64,
     ) -> Result<Arc<Identity>, Reason> {
         apikey::parse(presented).map_err(|_| Reason::MalformedApiKey)?;
-        self.verify_digest(kind, &apikey::digest(presented), revocations, now)
-    }
-
-    /// Verifies a key already reduced to its digest (format and checksum
-    /// checked before): table lookup, constant-time comparison, revocation,
-    /// expiry.
-    pub fn verify_digest(
-        &self,
-        kind: KeyKindTag,
-        digest: &ApiKeyDigest,
-        revocations: &Revocations,
-        now: u64,
-    ) -> Result<Arc<Identity>, Reason> {
-        let digest = *digest;
-        let entry = self
-            .tables
-            .get(&kind)
-            .and_then(|t| t.get(&digest))
-            .filter(|e| e.digest.ct_eq(&digest))
-            .ok_or(Reason::UnknownApiKey)?;
-        if revocations.key_revoked(&entry.id) {
-            return Err(Reason::Revoked);
-        }
-        if entry.expires_at.is_some_and(|exp| now >= exp) {
-            return Err(Reason::ApiKeyExpired);
-        }
-        entry.identity.clone().ok_or(Reason::UnknownApiKey)
+        self.get(kind, &apikey::digest(presented)).ok_or(Reason::UnknownApiKey)?.check(revocations, now)
     }
 }

@@ -7,6 +7,17 @@
 
 use std::collections::HashMap;
 
+/// Anything that can say whether a token or key is revoked: the in-memory
+/// [`Revocations`], the synced set in the process-wide store, or both.
+pub trait RevocationSource {
+    /// Whether a token with these (unverified) claims is revoked. A subject
+    /// with a not-before revokes tokens without `iat` too: their age is
+    /// unknown.
+    fn token_revoked(&self, jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, iat: Option<u64>) -> bool;
+    /// Whether a key id is revoked.
+    fn key_revoked(&self, key_id: &str) -> bool;
+}
+
 /// Revoked token ids, sessions, subjects (not-before) and keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {
@@ -59,18 +70,16 @@ impl Revocations {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Whether a token with these (unverified) claims is revoked. A subject
-    /// with a not-before revokes tokens without `iat` too: their age is
-    /// unknown.
-    pub fn token_revoked(&self, jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, iat: Option<u64>) -> bool {
+impl RevocationSource for Revocations {
+    fn token_revoked(&self, jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, iat: Option<u64>) -> bool {
         jti.is_some_and(|j| self.tokens.contains_key(j))
             || sid.is_some_and(|s| self.sessions.contains_key(s))
             || sub.and_then(|s| self.subjects.get(s)).is_some_and(|(nbf, _)| iat.is_none_or(|iat| iat < *nbf))
     }
 
-    /// Whether a key id is revoked.
-    pub fn key_revoked(&self, key_id: &str) -> bool {
+    fn key_revoked(&self, key_id: &str) -> bool {
         self.keys.contains_key(key_id)
     }
 }

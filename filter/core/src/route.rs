@@ -43,7 +43,16 @@ enum Segment {
     Rest,
 }
 
-/// Lower-cases and strips the port and a trailing dot from `:authority`.
+/// Whether an `:authority` is one `host[:port]` (empty is allowed: the
+/// route's host rule then sees no host). A comma is how Envoy joins two
+/// `Host` headers; whitespace, `@`, `/` and controls have no place there.
+pub fn is_single_authority(authority: &str) -> bool {
+    authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_' | b'%' | b'~'))
+}
+
+/// The host part of an `:authority`, lower-cased, without port or trailing dot.
 pub fn host_of(authority: &str) -> String {
     let without_port = if let Some(rest) = authority.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.

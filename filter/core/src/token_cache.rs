@@ -15,7 +15,6 @@
 //! cache is per engine, so new configuration or keys start it empty.
 
 use crate::identity::Identity;
-use crate::revocation::Revocations;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -47,8 +46,19 @@ pub struct VerifiedCache<V> {
     keys: (RandomState, RandomState),
 }
 
+/// A cached token and the synced version its revocation was last checked
+/// at (the in-memory revocations are checked on every hit; the synced ones,
+/// which live in shared data, only when the version moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    /// What verification established.
+    pub verified: Verified,
+    /// Synced version of the last revocation check.
+    pub checked: u64,
+}
+
 /// Verified JWTs.
-pub type TokenCache = VerifiedCache<Verified>;
+pub type TokenCache = VerifiedCache<CachedToken>;
 
 impl<V> Clone for VerifiedCache<V> {
     fn clone(&self) -> Self {
@@ -66,19 +76,24 @@ impl<V: Clone> VerifiedCache<V> {
 
 impl TokenCache {
     /// A still-valid, unrevoked identity for `key`; `Err` carries the
-    /// reason a cached token is now refused (expired or revoked).
-    pub fn get(&self, key: &u128, revocations: &Revocations, now: u64) -> Option<Result<Arc<Identity>, crate::Reason>> {
-        let entries = self.entries.borrow();
-        let hit = entries.get(key)?;
-        if now > hit.valid_until {
+    /// reason a cached token is now refused. `recheck` gets the entry and
+    /// the version it was last checked at, and answers the version it is
+    /// now checked at, or why the token is refused.
+    pub fn get(
+        &self,
+        key: &u128,
+        now: u64,
+        recheck: impl FnOnce(&Verified, u64) -> Result<u64, crate::Reason>,
+    ) -> Option<Result<Arc<Identity>, crate::Reason>> {
+        let mut entries = self.entries.borrow_mut();
+        let hit = entries.get_mut(key)?;
+        if now > hit.verified.valid_until {
             return Some(Err(crate::Reason::TokenExpired));
         }
-        let id = &hit.identity;
-        let subject = Some(id.subject.as_str()).filter(|s| !s.is_empty());
-        if revocations.token_revoked(hit.jti.as_deref(), id.session_id.as_deref(), subject, hit.iat) {
-            return Some(Err(crate::Reason::Revoked));
-        }
-        Some(Ok(Arc::clone(id)))
+        Some(recheck(&hit.verified, hit.checked).map(|checked| {
+            hit.checked = checked;
+            Arc::clone(&hit.verified.identity)
+        }))
     }
 }
 
@@ -96,6 +111,16 @@ impl<V> VerifiedCache<V> {
             h.finish()
         };
         (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
+    }
+
+    /// A cache holding what `other` held (same keys), leaving it empty:
+    /// a new engine for a new synced version keeps its warm entries.
+    pub fn take(other: &Self) -> Self {
+        Self {
+            entries: RefCell::new(std::mem::take(&mut *other.entries.borrow_mut())),
+            capacity: other.capacity,
+            keys: other.keys.clone(),
+        }
     }
 
     /// Stores a verified credential's outcome.

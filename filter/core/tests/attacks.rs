@@ -42,7 +42,6 @@ fn a_rewritten_target_keeps_a_utf8_query_and_is_a_fixed_point() {
 /// belongs in `Engine::decide` (refuse an authority that is not one
 /// `host[:port]`, 400 invalid-path).
 #[test]
-#[ignore = "known weakness: joined Host headers (fix in filter/core/src/engine.rs, see SECURITY.md)"]
 fn a_joined_authority_is_refused() {
     let req = Req::get("/public/x").host("www.example.com,admin.example.com");
     assert_eq!(outcome(&req).map(|o| o.0), Err(Reason::InvalidPath));
@@ -53,7 +52,6 @@ fn a_joined_authority_is_refused() {
 /// filter itself should strip them too (SECURITY.md "not yet covered":
 /// `Engine::decide`'s removal list compares names exactly).
 #[test]
-#[ignore = "known weakness: underscore variants of identity headers (fix in filter/core/src/engine.rs)"]
 fn underscore_variants_of_identity_headers_are_stripped() {
     let engine = engine();
     let req = Req::get("/public/x").header("X_User_ID", "mallory");

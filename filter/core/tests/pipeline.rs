@@ -479,7 +479,7 @@ fn token_cache_is_bounded() {
             jti: None,
             iat: None,
         };
-        cache.put(u128::from(i), v);
+        cache.put(u128::from(i), meshgate_core::token_cache::CachedToken { verified: v, checked: 0 });
         assert!(cache.len() <= 3);
     }
 }

@@ -7,6 +7,8 @@ use crate::http::Http;
 use crate::metrics::Metrics;
 use crate::store::SharedData;
 use crate::sync::{self, Poller};
+use meshgate_core::sync::engine_for;
+use meshgate_core::sync::layout::Meta;
 use meshgate_core::{CompiledConfig, Engine, compile};
 use meshgate_wire::config::StalePolicy;
 use proxy_wasm::hostcalls;
@@ -46,20 +48,20 @@ impl Root {
         *self.engine.borrow_mut() = Some(Rc::new(engine));
     }
 
-    /// Switches to the published state when it is newer than ours.
-    fn follow_published(&self, head: sync::Head, now_ms: u64) {
+    /// Switches to the published state when it is newer than ours: reads
+    /// the meta (signing keys, bans, where the shards are) and builds an
+    /// engine over it, keeping the warm caches when the keys did not change.
+    fn follow_published(&self, head: sync::Head) {
         let (Some(config), Some(current)) = (&self.config, self.engine.borrow().clone()) else { return };
         if head.version <= current.sync_version {
             return;
         }
-        let Some(state) = sync::load_published(current.sync_version, now_ms / 1000) else { return };
-        match state.engine(Arc::clone(config)) {
-            Ok(engine) => {
-                self.adopt(engine);
-                if let Some(poller) = self.poller.borrow_mut().as_mut() {
-                    poller.adopt(state);
-                }
-            }
+        let meta = match Meta::read(&SharedData) {
+            Ok((meta, _)) if meta.version > current.sync_version => meta,
+            _ => return,
+        };
+        match engine_for(Arc::clone(config), &meta, Some(&current)) {
+            Ok(engine) => self.adopt(engine),
             Err(e) => log(LogLevel::Error, &format!("meshgate: published sync state refused: {e}")),
         }
     }
@@ -67,10 +69,12 @@ impl Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some(config) = self.config.clone() else { return };
+        if self.config.is_none() {
+            return;
+        }
         let now = now_ms();
         let outcome = match self.poller.borrow_mut().as_mut() {
-            Some(poller) => poller.on_response(token, body_size, &config, now),
+            Some(poller) => poller.on_response(token, body_size, now),
             None => return,
         };
         self.metrics.sync_bytes(outcome.bytes);
@@ -78,9 +82,9 @@ impl Context for Root {
             self.metrics.sync_error();
             log(LogLevel::Warn, &format!("meshgate: sync: {error}"));
         }
-        if let Some(engine) = outcome.engine {
-            log(LogLevel::Debug, &format!("meshgate: sync: applied version {}", engine.sync_version));
-            self.adopt(engine);
+        if let Some(version) = outcome.published {
+            log(LogLevel::Debug, &format!("meshgate: sync: applied version {version}"));
+            self.follow_published(sync::read_head());
         }
         if outcome.poll_now
             && let Some(poller) = self.poller.borrow_mut().as_mut()
@@ -132,14 +136,14 @@ impl RootContext for Root {
             }
         }
         self.config = Some(config);
-        self.follow_published(sync::read_head(), now_ms());
+        self.follow_published(sync::read_head());
         true
     }
 
     fn on_tick(&mut self) {
         let now = now_ms();
         let head = sync::read_head();
-        self.follow_published(head, now);
+        self.follow_published(head);
         let mut poller = self.poller.borrow_mut();
         let Some(poller) = poller.as_mut() else { return };
         let since = if head.contact_ms == 0 { poller.started_ms } else { head.contact_ms };
@@ -155,7 +159,7 @@ impl RootContext for Root {
         if self.config.as_ref().is_some_and(|c| c.sync.is_some()) {
             let now = now_ms();
             let head = sync::read_head();
-            self.follow_published(head, now);
+            self.follow_published(head);
             if let Some(poller) = self.poller.borrow().as_ref() {
                 stale = poller.config().on_stale == StalePolicy::FailClosed && poller.is_stale(head, now);
             }

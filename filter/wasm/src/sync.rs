@@ -2,31 +2,35 @@
 //!
 //! One VM per Envoy process polls: the VMs elect a leader through a lease in
 //! shared data (compare-and-swap), so there is one long-poll per process
-//! whichever VMs Envoy creates. The leader applies each response, and
-//! publishes the whole resulting state plus a small *head* (version and
-//! time of last contact) in shared data. Every VM reads the head once per
-//! request and, when the version moved, loads the published state and
-//! rebuilds its engine before deciding — so a revocation is in force on
-//! every worker by its next request. Nothing in a VM blocks on the feed.
+//! whichever VMs Envoy creates. The leader applies each response straight
+//! into shared data (the core's [`Publisher`]: a meta record plus sharded
+//! binary records, one copy per process), then moves a small *head*
+//! (version and time of last contact). Every VM reads the head once per
+//! request and, when the version moved, reads the meta (signing keys,
+//! bans, where the shards are) and swaps in a new engine before deciding;
+//! keys and revocations are looked up in the shards per request, so a
+//! revocation is in force on every worker by its next request. Nothing in
+//! a VM blocks on the feed. Large snapshots arrive in pages.
 
-use meshgate_core::CompiledConfig;
+use crate::store::SharedData;
 use meshgate_core::config::CompiledSync;
-use meshgate_core::engine::Engine;
-use meshgate_core::sync::{SyncError, SyncedState};
+use meshgate_core::sync::layout::Meta;
+use meshgate_core::sync::{Applied, Ask, Publisher, SyncError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
-use std::sync::Arc;
 use std::time::Duration;
 
 // The format version is part of every key: a module loaded into the same
 // process (same `vm_id`) with another layout must not read these.
-const LEASE_KEY: &str = "mg:sync:v1:lease";
-const HEAD_KEY: &str = "mg:sync:v1:head";
-const STATE_KEY: &str = "mg:sync:v1:state";
-const VM_SEQ_KEY: &str = "mg:sync:v1:vmseq";
+const LEASE_KEY: &str = "mg:sync:v2:lease";
+const HEAD_KEY: &str = "mg:sync:v2:head";
+const VM_SEQ_KEY: &str = "mg:sync:v2:vmseq";
 /// How long a leader's lease lasts without renewal (renewed every tick).
 const LEASE_MS: u64 = 2_000;
 const MAX_BACKOFF_MS: u64 = 30_000;
+/// Records per snapshot page (≈ 6 MB of JSON): bounds what one response
+/// costs in Envoy's and the VM's memory, whatever the number of keys.
+pub const PAGE_RECORDS: u32 = 20_000;
 
 /// The published head: version and last successful contact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,31 +64,19 @@ pub fn read_head() -> Head {
     }
 }
 
-/// Loads the published state (stored as an 8-byte version, then a
-/// snapshot), if it is newer than `have`.
-pub fn load_published(have: u64, now_secs: u64) -> Option<SyncedState> {
-    let Ok((Some(bytes), _)) = hostcalls::get_shared_data(STATE_KEY) else { return None };
-    let (version, _) = words(&bytes);
-    if version <= have {
-        return None;
-    }
-    let state = SyncedState::default().apply_bytes(bytes.get(8..)?, now_secs).ok()?;
-    (state.version > have).then_some(state)
-}
-
 /// What the poller asks of its root context after an event.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// A new state was applied; the root should adopt this engine.
-    pub engine: Option<Engine>,
+    /// A new version is published: the root should follow it.
+    pub published: Option<u64>,
     /// Bytes received.
     pub bytes: usize,
     /// The response was an error (status, size, or content).
     pub error: Option<String>,
     /// Poll again now rather than on the next tick: the response brought
-    /// something (more may be queued behind it) or was out of order. An
-    /// answer with nothing new waits for the tick, so a control plane that
-    /// answers at once cannot drive a hot loop.
+    /// something (more may be queued behind it, or the next snapshot page)
+    /// or was out of order. An answer with nothing new waits for the tick,
+    /// so a control plane that answers at once cannot drive a hot loop.
     pub poll_now: bool,
 }
 
@@ -96,8 +88,8 @@ pub struct Poller {
     outstanding: Option<u32>,
     next_poll_ms: u64,
     failures: u32,
-    /// State this VM has applied.
-    pub state: SyncedState,
+    /// Applies responses to shared data (holds only a snapshot in progress).
+    publisher: Publisher,
     /// When the VM started (staleness before the first contact).
     pub started_ms: u64,
 }
@@ -114,13 +106,14 @@ fn jitter(seed: u64, bound: u64) -> u64 {
 impl Poller {
     /// A poller for this VM; takes a unique VM id from shared data.
     pub fn new(cfg: CompiledSync, now_ms: u64) -> Self {
+        let vm_id = next_vm_id();
         Self {
             cfg,
-            vm_id: next_vm_id(),
+            vm_id,
             outstanding: None,
             next_poll_ms: 0,
             failures: 0,
-            state: SyncedState::default(),
+            publisher: Publisher::new(vm_id),
             started_ms: now_ms,
         }
     }
@@ -155,7 +148,17 @@ impl Poller {
         if !self.lead(now_ms) || self.outstanding.is_some() || now_ms < self.next_poll_ms {
             return Ok(());
         }
-        let path = format!("{}?since={}&wait={}", self.cfg.path, self.state.version, self.cfg.wait_secs);
+        // The leader also blanks a replaced generation once nobody reads it.
+        let _ = self.publisher.sweep(&SharedData, now_ms);
+        let published = Meta::read(&SharedData).map(|(m, _)| m).unwrap_or_default();
+        let path = match self.publisher.ask(&published) {
+            Ask::Since(version) => {
+                format!("{}?since={version}&wait={}&limit={PAGE_RECORDS}", self.cfg.path, self.cfg.wait_secs)
+            }
+            Ask::Page(cursor) => {
+                format!("{}?snapshot=true&wait=0&limit={PAGE_RECORDS}&after={}", self.cfg.path, query_escape(&cursor))
+            }
+        };
         let headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
@@ -183,40 +186,42 @@ impl Poller {
     }
 
     /// Handles the response to call `token`.
-    pub fn on_response(&mut self, token: u32, body_size: usize, config: &Arc<CompiledConfig>, now_ms: u64) -> Outcome {
+    pub fn on_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> Outcome {
         if self.outstanding != Some(token) {
             return Outcome::default();
         }
         self.outstanding = None;
         let mut outcome = Outcome { bytes: body_size, ..Outcome::default() };
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
-        if status.as_deref() != Some("200") {
+        let problem = if status.as_deref() != Some("200") {
+            Some(format!("feed answered status {}", status.as_deref().unwrap_or("none")))
+        } else if body_size > self.cfg.max_body_bytes {
+            Some(format!("feed response of {body_size} bytes exceeds max_body_bytes"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            // A snapshot in progress cannot continue from a failed page.
+            self.publisher.abandon(&SharedData);
             self.fail(now_ms);
-            outcome.error = Some(format!("feed answered status {}", status.as_deref().unwrap_or("none")));
-            return outcome;
-        }
-        if body_size > self.cfg.max_body_bytes {
-            self.fail(now_ms);
-            outcome.error = Some(format!("feed response of {body_size} bytes exceeds max_body_bytes"));
+            outcome.error = Some(problem);
             return outcome;
         }
         let body =
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-        let now_secs = now_ms / 1000;
-        let applied =
-            self.state.apply_bytes(&body, now_secs).and_then(|s| s.engine(Arc::clone(config)).map(|e| (s, e)));
-        match applied {
-            Ok((state, engine)) => {
-                self.state = state;
-                self.publish(now_ms);
-                outcome.engine = Some(engine);
+        match self.publisher.apply_bytes(&SharedData, &body, now_ms) {
+            Ok(Applied::Published(version)) => {
+                write_head(version, now_ms);
+                outcome.published = Some(version);
                 outcome.poll_now = true;
             }
+            Ok(Applied::Page) => outcome.poll_now = true,
             // Nothing new (long-poll timeout, duplicate): still a contact.
-            Err(SyncError::Stale { .. }) => self.publish(now_ms),
-            // Out of order: ask again from what we hold, at once.
-            Err(SyncError::BaseMismatch { .. }) => outcome.poll_now = true,
-            Err(e) => {
+            Err(SyncError::Stale { have, .. }) => write_head(have, now_ms),
+            // Out of order, or another VM wrote first: ask again from what
+            // is published, at once.
+            Err(SyncError::BaseMismatch { .. } | SyncError::Store(_)) => outcome.poll_now = true,
+            Err(e @ SyncError::Invalid(_)) => {
                 self.fail(now_ms);
                 outcome.error = Some(e.to_string());
                 return outcome;
@@ -226,48 +231,33 @@ impl Poller {
         self.next_poll_ms = now_ms;
         outcome
     }
+}
 
-    /// Publishes this VM's state if it is newer than the published one,
-    /// then the head. Both are written with compare-and-swap and only ever
-    /// move forward, so two VMs that briefly both lead cannot roll back.
-    fn publish(&self, now_ms: u64) {
-        let mut published = 0;
-        for _ in 0..8 {
-            let Ok((value, cas)) = hostcalls::get_shared_data(STATE_KEY) else { return };
-            published = words(&value.unwrap_or_default()).0;
-            if published >= self.state.version {
-                break;
-            }
-            let json = self.state.snapshot_bytes();
-            let mut bytes = Vec::with_capacity(json.len() + 8);
-            bytes.extend_from_slice(&self.state.version.to_le_bytes());
-            bytes.extend_from_slice(&json);
-            match hostcalls::set_shared_data(STATE_KEY, Some(&bytes), cas) {
-                Ok(()) => {
-                    published = self.state.version;
-                    break;
-                }
-                Err(Status::CasMismatch) => continue,
-                Err(_) => return,
-            }
-        }
-        for _ in 0..8 {
-            let Ok((value, cas)) = hostcalls::get_shared_data(HEAD_KEY) else { return };
-            let (head_version, _) = words(&value.unwrap_or_default());
-            let head = pack(head_version.max(published), now_ms);
-            match hostcalls::set_shared_data(HEAD_KEY, Some(&head), cas) {
-                Err(Status::CasMismatch) => continue,
-                _ => return,
-            }
+/// Moves the head to `version` (never back) with `now_ms` as the last
+/// contact, with compare-and-swap.
+fn write_head(version: u64, now_ms: u64) {
+    for _ in 0..8 {
+        let Ok((value, cas)) = hostcalls::get_shared_data(HEAD_KEY) else { return };
+        let (head_version, _) = words(&value.unwrap_or_default());
+        let head = pack(head_version.max(version), now_ms);
+        match hostcalls::set_shared_data(HEAD_KEY, Some(&head), cas) {
+            Err(Status::CasMismatch) => continue,
+            _ => return,
         }
     }
+}
 
-    /// Adopts a state another VM published (so a later lead continues from it).
-    pub fn adopt(&mut self, state: SyncedState) {
-        if state.version > self.state.version {
-            self.state = state;
+/// Percent-encodes a cursor for a query string (cursors are opaque).
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+    out
 }
 
 /// A process-unique id for this VM (a shared counter, CAS-incremented).

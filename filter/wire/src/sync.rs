@@ -56,6 +56,19 @@ pub struct SyncResponse {
     /// Client IP bans added (a snapshot: all live ones).
     #[serde(default)]
     pub bans: Vec<Ban>,
+    /// Snapshots in pages (asked for with `limit`): the cursor of the next
+    /// page (`after=<next>`), absent on the last page. The snapshot's
+    /// version is the first page's; later pages may hold newer rows, which
+    /// the deltas that follow repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// First page of a snapshot: how many keys the whole snapshot holds
+    /// (lets the filter size its tables before the rest arrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_keys: Option<u64>,
+    /// First page of a snapshot: how many revocations it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_revocations: Option<u64>,
 }
 
 /// Snapshot or delta.
