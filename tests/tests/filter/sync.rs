@@ -94,7 +94,7 @@ fn one_poller_asks_the_configured_cluster_with_the_filter_credential() {
     let leader = poll(&mut a, &mut b);
     let call = leader.pending_http_calls()[0].clone();
     assert_eq!(call.upstream, "control_plane");
-    assert_eq!(call.headers.get(":path").as_deref(), Some("/api/v1/sync?since=0&wait=30"));
+    assert_eq!(call.headers.get(":path").as_deref(), Some("/api/v1/sync?since=0&wait=30&limit=20000"));
     assert_eq!(call.headers.get(":authority").as_deref(), Some("meshgate-control-plane"));
     assert_eq!(call.headers.get("authorization"), Some(format!("Bearer {}", feed_key())));
     assert!(call.timeout_ms >= 30_000);
@@ -125,7 +125,10 @@ fn what_one_vm_applies_the_other_enforces_on_its_next_request() {
     assert_eq!(host.metric("meshgate.sync.version").map(|m| m.value), Some(5));
     // The next poll continues from version 5; a delta revoking the session reaches both.
     let leader = poll(&mut a, &mut b);
-    assert_eq!(leader.pending_http_calls()[0].headers.get(":path").as_deref(), Some("/api/v1/sync?since=5&wait=30"));
+    assert_eq!(
+        leader.pending_http_calls()[0].headers.get(":path").as_deref(),
+        Some("/api/v1/sync?since=5&wait=30&limit=20000")
+    );
     let revoke = json!({"revocations": [{"kind": "session", "id": "sid-1", "until": NOW + 3600}]});
     answer(leader, HttpResponse::json(200, &delta(6, 5, revoke)));
     for vm in [&mut a, &mut b] {
