@@ -301,6 +301,15 @@ async fn paged_snapshots_hold_the_same_records_as_one_snapshot() {
             revs.sort_by(|a, b| a.1.cmp(&b.1));
             assert_eq!(revs, want_revs, "limit {limit}");
         }
+        // More rows changed since `since` than a page holds: a paged snapshot, not a huge delta.
+        let v = feed::version(&app).await;
+        let big = feed::get(&app, "since=1&wait=0&limit=2", &filter).await;
+        assert_eq!(big.kind, SyncKind::Snapshot);
+        assert!(big.next.is_some() && big.total_keys.is_some());
+        revoke(&app, &admin, "token", "jti-late").await;
+        let small = feed::get(&app, &format!("since={v}&wait=0&limit=2"), &filter).await;
+        assert_eq!(small.kind, SyncKind::Delta);
+        assert_eq!(small.revocations.len(), 1);
         for bad in
             ["limit=0", "limit=100001", "limit=x", "after=zzz", "after=k.12", "after=r.nope.00", "after=r.jti.0g"]
         {

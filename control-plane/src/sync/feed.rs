@@ -123,7 +123,15 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
         sqlx::query("SELECT value FROM counters WHERE name = 'change'").fetch_one(&mut *tx).await?.try_get(0)?;
     let version = u64::try_from(version).unwrap_or(0);
     let floor = u64::try_from(db::sync_floor(&mut tx).await?).unwrap_or(0);
-    let since = since.filter(|&s| s > 0 && s >= floor && s <= version);
+    let mut since = since.filter(|&s| s > 0 && s >= floor && s <= version);
+    // A paging filter gets a paged snapshot rather than a delta larger than
+    // a page (a bulk import, a filter that was away long): deltas are never
+    // paged, and one that big would not fit the filter's body limit.
+    if let (Some(s), Some(limit)) = (since, page.limit)
+        && changed_rows(&mut tx, s).await? > i64::from(limit)
+    {
+        since = None;
+    }
     let kind = if since.is_some() { SyncKind::Delta } else { SyncKind::Snapshot };
     let now = state.now();
     // Rows stamped after `after` (-1: every row, for a snapshot).
@@ -200,6 +208,21 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
     out.push(b'}');
     tx.commit().await?;
     Ok(Built { version, kind, body: out.into() })
+}
+
+/// Rows a delta from `since` would carry (keys and revocations).
+async fn changed_rows(tx: &mut Tx, since: u64) -> ApiResult<i64> {
+    let since = i64::try_from(since).unwrap_or(i64::MAX);
+    let mut total = 0i64;
+    for table in ["api_keys", "revocations"] {
+        let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE version > $1"))
+            .bind(since)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        total += n;
+    }
+    Ok(total)
 }
 
 fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) -> ApiResult<()> {

@@ -173,7 +173,8 @@ pub async fn answer(state: &AppState, q: &SyncQuery) -> ApiResult<Built> {
     loop {
         let version = u64::try_from(db::change_version(&state.db).await?).unwrap_or(0);
         if version != since {
-            return cached_build(state, Some(since), version, &feed::Page::default()).await;
+            let page = feed::Page { limit: q.limit, after: None };
+            return cached_build(state, Some(since), version, &page).await;
         }
         if q.wait.is_zero() || state.sync.is_shutting_down() {
             return feed::encode(&feed::unchanged(since));

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Sync feed at scale (issue 6): 10^4, 10^5, 10^6 API keys and as many live
+revocations, through the real control plane and a real Envoy (2 workers).
+
+For each size N: the control plane's SQLite database gets N API keys and N
+token revocations (bulk-inserted as one change, the way a large tenant's state
+looks), then a fresh Envoy follows the feed. Reported per N:
+
+- snapshot: bytes and pages of the paged snapshot the filter pulls, and the
+  control plane's time to serve it;
+- full sync: Envoy start -> `meshgate.sync.version` equals the control
+  plane's version (both workers enforce it);
+- memory: Envoy's resident set after the sync, minus the same Envoy with 100
+  keys (the state is in shared data: one copy per process);
+- delta: revoke one key through the API -> refused on every worker;
+- per request: Envoy CPU microseconds per request (utime+stime of the Envoy
+  process over a fixed number of requests) for a warm key, and for keys the
+  VM has not seen (one shard read each), compared with 100 keys.
+
+Usage: MESHGATE_BIN=target/debug/meshgate ENVOY=.venv/bin/envoy \
+       MESHGATE_WASM=target/wasm32-wasip1/release/meshgate_filter.wasm \
+       python3 bench/scale.py [N ...]          (default: 100 10000 100000 1000000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "envoy" / "e2e"))
+sys.path.insert(0, str(ROOT / "envoy"))
+
+import run as h  # noqa: E402  (the e2e runner: Envoy stack, admin stats)
+from demo_tokens import mint_api_key  # noqa: E402
+from sync_e2e import ADMIN_PASSWORD, ControlPlane, sync_plugin  # noqa: E402
+
+REQUESTS = 4000
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_secs(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    # utime, stime are fields 14 and 15 (1-based); after the ')' split they are 11, 12.
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def bulk_insert(db: Path, n: int, owner: str) -> None:
+    """n API keys and n live token revocations, stamped as one change."""
+    con = sqlite3.connect(db)
+    now = int(time.time())
+    (version,) = con.execute("SELECT value FROM counters WHERE name = 'change'").fetchone()
+    version += 1
+    step = 50_000
+    for start in range(0, n, step):
+        rows = []
+        for i in range(start, min(n, start + step)):
+            digest = hashlib.sha256(f"scale-key-{i}".encode()).hexdigest()
+            rows.append((f"key_scale{i}", "mg", digest, f"scale {i}", owner, "orders:read",
+                         now + 30 * 86400, now, version))
+        con.executemany(
+            "INSERT INTO api_keys (id, prefix, digest, name, owner_id, app_id, scopes, rate_limit, expires_at,"
+            " created_at, last_used_at, revoked_at, version) VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, NULL, NULL, ?)",
+            rows)
+        con.executemany(
+            "INSERT INTO revocations (kind, value, not_before, until, reason, created_at, version)"
+            " VALUES ('jti', ?, NULL, ?, NULL, ?, ?)",
+            [(f"scale-jti-{i}", now + 3600, now, version) for i in range(start, min(n, start + step))])
+    con.execute("UPDATE counters SET value = ? WHERE name = 'change'", (version,))
+    con.commit()
+    con.close()
+
+
+def get(port: int, path: str, headers: dict, conn: http.client.HTTPConnection | None = None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    body = r.read()
+    return r.status, body, c
+
+
+def snapshot_stats(cp: ControlPlane, sync_key: str) -> tuple[int, int, float]:
+    """(bytes, pages, seconds) of the paged snapshot, as the filter asks for it."""
+    total, pages, t0 = 0, 0, time.monotonic()
+    path = "/api/v1/sync?since=0&wait=0&limit=20000"
+    conn = None
+    while True:
+        status, body, conn = get(cp.port, path, {"Authorization": f"Bearer {sync_key}"}, conn)
+        if status != 200:
+            raise RuntimeError(f"snapshot page: {status} {body[:200]!r}")
+        total += len(body)
+        pages += 1
+        import json
+        nxt = json.loads(body).get("next")
+        if not nxt:
+            return total, pages, time.monotonic() - t0
+        path = f"/api/v1/sync?snapshot=true&wait=0&limit=20000&after={nxt}"
+
+
+def cpu_per_request(stack, keys: list[str], requests: int) -> float:
+    pid = stack.envoy.pid
+    conns = [http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30) for _ in range(4)]
+    before = cpu_secs(pid)
+    bad = 0
+    for i in range(requests):
+        c = conns[i % len(conns)]
+        c.request("GET", "/api/x", headers={"X-API-Key": keys[i % len(keys)]})
+        r = c.getresponse()
+        r.read()
+        bad += r.status not in (200, 401)
+    spent = cpu_secs(pid) - before
+    for c in conns:
+        c.close()
+    if bad:
+        raise RuntimeError(f"{bad} unexpected statuses")
+    return spent / requests * 1e6
+
+
+def measure(n: int, work: Path) -> dict:
+    cp = ControlPlane(h, work / f"cp-{n}")
+    cp.start()
+    admin = cp.login("admin", ADMIN_PASSWORD)
+    status, body = cp.call("POST", "/api/v1/apikeys", {"name": "sync", "scopes": ["sync"], "expires_in_days": 1}, admin)
+    sync_key = body["key"]
+    status, body = cp.call("POST", "/api/v1/apikeys", {"name": "probe", "scopes": ["orders:read"],
+                                                        "expires_in_days": 1}, admin)
+    probe, probe_id, owner = body["key"], body["id"], body.get("owner_id", "")
+    if not owner:
+        status, me = cp.call("GET", "/api/v1/auth/me", token=admin)
+        owner = me.get("id") or me.get("sub")
+    cp.stop()
+    t0 = time.monotonic()
+    bulk_insert(cp.dir / "m.db", n, owner)
+    insert_s = time.monotonic() - t0
+    cp.start(timeout=120)
+    snap_bytes, pages, snap_s = snapshot_stats(cp, sync_key)
+    status, head = cp.call("GET", "/api/v1/sync?wait=0&since=0&limit=1", token=sync_key)
+    version = head.get("version")
+
+    stack = h.Stack(f"scale-{n}", sync_plugin(cp.issuer, sync_key), work, control_plane_port=cp.port)
+    t_start = time.monotonic()
+    stack.start()
+    synced = None
+    while time.monotonic() - t_start < 300:
+        if stack.stats("wasmcustom.meshgate.sync.version").get("wasmcustom.meshgate.sync.version", 0) >= version:
+            synced = time.monotonic() - t_start
+            break
+        time.sleep(0.05)
+    if synced is None:
+        raise RuntimeError(f"N={n}: not synced to {version} in 300 s")
+    time.sleep(0.5)
+    rss = rss_kib(stack.envoy.pid)
+    warm = cpu_per_request(stack, [probe], REQUESTS)
+    cold_keys = [mint_api_key() for _ in range(REQUESTS)]
+    cold = cpu_per_request(stack, cold_keys, REQUESTS)
+    # Delta: revoke the probe key, time until both workers refuse it.
+    t1 = time.monotonic()
+    status, _ = cp.call("DELETE", f"/api/v1/apikeys/{probe_id}", token=admin)
+    conns = [http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10) for _ in range(8)]
+    delta = None
+    while time.monotonic() - t1 < 10:
+        statuses = []
+        for c in conns:
+            c.request("GET", "/api/x", headers={"X-API-Key": probe})
+            r = c.getresponse()
+            r.read()
+            statuses.append(r.status)
+        if all(s == 401 for s in statuses):
+            delta = time.monotonic() - t1
+            break
+    workers = stack.worker_cx()
+    stack.stop()
+    cp.stop()
+    return {"n": n, "insert_s": insert_s, "snapshot_bytes": snap_bytes, "pages": pages, "snapshot_s": snap_s,
+            "sync_s": synced, "rss_mib": rss / 1024, "warm_us": warm, "cold_us": cold,
+            "delta_ms": None if delta is None else delta * 1000, "workers": len(workers)}
+
+
+def main() -> int:
+    sizes = [int(a) for a in sys.argv[1:]] or [100, 10_000, 100_000, 1_000_000]
+    h.R = h.Results()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="meshgate-scale-") as tmp:
+        for n in sizes:
+            print(f"--- scale: N={n} keys + {n} revocations", flush=True)
+            row = measure(n, Path(tmp))
+            rows.append(row)
+            print("    " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  flush=True)
+    base = rows[0]
+    print("\n| keys + revocations | snapshot (pages) | per key+rev | CP serve | full sync in Envoy | Envoy RSS | "
+          "Δ RSS vs first | delta (revoke→refused) | CPU/req warm key | CPU/req unseen key |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        per = r["snapshot_bytes"] / max(1, 2 * r["n"])
+        dm = "n/a" if r["delta_ms"] is None else f"{r['delta_ms']:.0f} ms"
+        print(f"| {r['n']:,} | {r['snapshot_bytes'] / 1e6:.1f} MB ({r['pages']}) | {per:.0f} B | {r['snapshot_s']:.2f} s | "
+              f"{r['sync_s']:.2f} s | {r['rss_mib']:.0f} MiB | {r['rss_mib'] - base['rss_mib']:+.0f} MiB | {dm} | "
+              f"{r['warm_us']:.0f} µs ({r['warm_us'] / base['warm_us']:.2f}×) | "
+              f"{r['cold_us']:.0f} µs ({r['cold_us'] / base['cold_us']:.2f}×) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
