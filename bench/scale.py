@@ -15,11 +15,12 @@ looks), then a fresh Envoy follows the feed. Reported per N:
 - delta: revoke one key through the API -> refused on every worker;
 - per request: Envoy CPU microseconds per request (utime+stime of the Envoy
   process over a fixed number of requests) for a warm key, and for keys the
-  VM has not seen (one shard read each), compared with 100 keys.
+  VM has not seen (one shard read each), against an Envoy holding 100 keys
+  that runs beside it the whole time, alternated round by round.
 
 Usage: MESHGATE_BIN=target/debug/meshgate ENVOY=.venv/bin/envoy \
        MESHGATE_WASM=target/wasm32-wasip1/release/meshgate_filter.wasm \
-       python3 bench/scale.py [N ...]          (default: 100 10000 100000 1000000)
+       python3 bench/scale.py [N ...]          (default: 10000 100000 1000000)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import http.client
 import os
 import secrets
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +44,8 @@ import run as h  # noqa: E402  (the e2e runner: Envoy stack, admin stats)
 from demo_tokens import mint_api_key  # noqa: E402
 from sync_e2e import ADMIN_PASSWORD, ControlPlane, sync_plugin  # noqa: E402
 
-REQUESTS = 4000
+REQUESTS = 2000
+ROUNDS = 5
 
 
 def rss_kib(pid: int) -> int:
@@ -57,6 +60,22 @@ def cpu_secs(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     # utime, stime are fields 14 and 15 (1-based); after the ')' split they are 11, 12.
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+MASK = (1 << 64) - 1
+
+
+def revocation_bucket(kind_code: int, value: str) -> int:
+    """The `bucket` column: meshgate_wire::sync::revocation_hash with its top
+    bit flipped, as a signed 64-bit integer (what the control plane stores)."""
+    h = 0xCBF29CE484222325
+    for b in bytes([kind_code]) + value.encode():
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & MASK
+    h ^= h >> 33
+    h ^= 1 << 63
+    return h - (1 << 64) if h >= 1 << 63 else h
 
 
 def bulk_insert(db: Path, n: int, owner: str) -> None:
@@ -77,9 +96,10 @@ def bulk_insert(db: Path, n: int, owner: str) -> None:
             " created_at, last_used_at, revoked_at, version) VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?, NULL, NULL, ?)",
             rows)
         con.executemany(
-            "INSERT INTO revocations (kind, value, not_before, until, reason, created_at, version)"
-            " VALUES ('jti', ?, NULL, ?, NULL, ?, ?)",
-            [(f"scale-jti-{i}", now + 3600, now, version) for i in range(start, min(n, start + step))])
+            "INSERT INTO revocations (kind, value, not_before, until, reason, created_at, version, bucket)"
+            " VALUES ('jti', ?, NULL, ?, NULL, ?, ?, ?)",
+            [(f"scale-jti-{i}", now + 3600, now, version, revocation_bucket(0, f"scale-jti-{i}"))
+             for i in range(start, min(n, start + step))])
     con.execute("UPDATE counters SET value = ? WHERE name = 'change'", (version,))
     con.commit()
     con.close()
@@ -112,6 +132,7 @@ def snapshot_stats(cp: ControlPlane, sync_key: str) -> tuple[int, int, float]:
 
 
 def cpu_per_request(stack, keys: list[str], requests: int) -> float:
+    """Envoy CPU microseconds per request (utime+stime of the process)."""
     pid = stack.envoy.pid
     conns = [http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30) for _ in range(4)]
     before = cpu_secs(pid)
@@ -130,88 +151,135 @@ def cpu_per_request(stack, keys: list[str], requests: int) -> float:
     return spent / requests * 1e6
 
 
-def measure(n: int, work: Path) -> dict:
-    cp = ControlPlane(h, work / f"cp-{n}")
-    cp.start()
-    admin = cp.login("admin", ADMIN_PASSWORD)
-    status, body = cp.call("POST", "/api/v1/apikeys", {"name": "sync", "scopes": ["sync"], "expires_in_days": 1}, admin)
-    sync_key = body["key"]
-    status, body = cp.call("POST", "/api/v1/apikeys", {"name": "probe", "scopes": ["orders:read"],
-                                                        "expires_in_days": 1}, admin)
-    probe, probe_id, owner = body["key"], body["id"], body.get("owner_id", "")
-    if not owner:
-        status, me = cp.call("GET", "/api/v1/auth/me", token=admin)
-        owner = me.get("id") or me.get("sub")
-    cp.stop()
-    t0 = time.monotonic()
-    bulk_insert(cp.dir / "m.db", n, owner)
-    insert_s = time.monotonic() - t0
-    cp.start(timeout=120)
-    snap_bytes, pages, snap_s = snapshot_stats(cp, sync_key)
-    status, head = cp.call("GET", "/api/v1/sync?wait=0&since=0&limit=1", token=sync_key)
-    version = head.get("version")
+class Scaled:
+    """A control plane holding N keys + N revocations and an Envoy synced to it."""
 
-    stack = h.Stack(f"scale-{n}", sync_plugin(cp.issuer, sync_key), work, control_plane_port=cp.port)
-    t_start = time.monotonic()
-    stack.start()
-    synced = None
-    while time.monotonic() - t_start < 300:
-        if stack.stats("wasmcustom.meshgate.sync.version").get("wasmcustom.meshgate.sync.version", 0) >= version:
-            synced = time.monotonic() - t_start
-            break
-        time.sleep(0.05)
-    if synced is None:
-        raise RuntimeError(f"N={n}: not synced to {version} in 300 s")
-    time.sleep(0.5)
-    rss = rss_kib(stack.envoy.pid)
-    warm = cpu_per_request(stack, [probe], REQUESTS)
+    def __init__(self, n: int, work: Path):
+        self.n = n
+        self.row: dict = {"n": n}
+        self.cp = ControlPlane(h, work / f"cp-{n}")
+        self.stack = None
+
+    def start(self) -> None:
+        cp, row = self.cp, self.row
+        cp.start()
+        self.admin = cp.login("admin", ADMIN_PASSWORD)
+        _, body = cp.call("POST", "/api/v1/apikeys", {"name": "sync", "scopes": ["sync"], "expires_in_days": 1},
+                          self.admin)
+        sync_key = body["key"]
+        _, body = cp.call("POST", "/api/v1/apikeys", {"name": "probe", "scopes": ["orders:read"],
+                                                      "expires_in_days": 1}, self.admin)
+        self.probe, self.probe_id, owner = body["key"], body["id"], body.get("owner_id", "")
+        if not owner:
+            _, me = cp.call("GET", "/api/v1/auth/me", token=self.admin)
+            owner = me.get("id") or me.get("sub")
+        cp.stop()
+        t0 = time.monotonic()
+        bulk_insert(cp.dir / "m.db", self.n, owner)
+        row["insert_s"] = time.monotonic() - t0
+        cp.start(timeout=120)
+        row["snapshot_bytes"], row["pages"], row["snapshot_s"] = snapshot_stats(cp, sync_key)
+        _, head = cp.call("GET", "/api/v1/sync?wait=0&since=0&limit=1", token=sync_key)
+        version = head.get("version")
+        self.stack = h.Stack(f"scale-{self.n}", sync_plugin(cp.issuer, sync_key), self.cp.dir.parent,
+                             control_plane_port=cp.port)
+        t_start = time.monotonic()
+        self.stack.start()
+        while time.monotonic() - t_start < 300:
+            if self.stack.stats("wasmcustom.meshgate.sync.version").get("wasmcustom.meshgate.sync.version", 0) >= version:
+                row["sync_s"] = time.monotonic() - t_start
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"N={self.n}: not synced to {version} in 300 s")
+        time.sleep(0.5)
+        row["rss_mib"] = rss_kib(self.stack.envoy.pid) / 1024
+        row["workers"] = len(self.stack.worker_cx())
+
+    def delta_ms(self) -> float | None:
+        """Revoke the probe key through the API; time until both workers refuse it."""
+        t1 = time.monotonic()
+        self.cp.call("DELETE", f"/api/v1/apikeys/{self.probe_id}", token=self.admin)
+        conns = [http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=10) for _ in range(8)]
+        while time.monotonic() - t1 < 10:
+            statuses = []
+            for c in conns:
+                c.request("GET", "/api/x", headers={"X-API-Key": self.probe})
+                r = c.getresponse()
+                r.read()
+                statuses.append(r.status)
+            if all(s == 401 for s in statuses):
+                return (time.monotonic() - t1) * 1000
+        return None
+
+    def stop(self) -> None:
+        if self.stack:
+            self.stack.stop()
+        self.cp.stop()
+
+
+def side_by_side(base: Scaled, big: Scaled) -> dict:
+    """CPU per request of `big` and `base`, alternated round by round (so the
+    machine's drift hits both alike): a warm key, and keys neither VM has
+    seen (one shard read each). Ratios big/base: min, median, max."""
+    out = {}
     cold_keys = [mint_api_key() for _ in range(REQUESTS)]
-    cold = cpu_per_request(stack, cold_keys, REQUESTS)
-    # Delta: revoke the probe key, time until both workers refuse it.
-    t1 = time.monotonic()
-    status, _ = cp.call("DELETE", f"/api/v1/apikeys/{probe_id}", token=admin)
-    conns = [http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10) for _ in range(8)]
-    delta = None
-    while time.monotonic() - t1 < 10:
-        statuses = []
-        for c in conns:
-            c.request("GET", "/api/x", headers={"X-API-Key": probe})
-            r = c.getresponse()
-            r.read()
-            statuses.append(r.status)
-        if all(s == 401 for s in statuses):
-            delta = time.monotonic() - t1
-            break
-    workers = stack.worker_cx()
-    stack.stop()
-    cp.stop()
-    return {"n": n, "insert_s": insert_s, "snapshot_bytes": snap_bytes, "pages": pages, "snapshot_s": snap_s,
-            "sync_s": synced, "rss_mib": rss / 1024, "warm_us": warm, "cold_us": cold,
-            "delta_ms": None if delta is None else delta * 1000, "workers": len(workers)}
+    for label, keys_of in (("warm", lambda s: [s.probe]), ("cold", lambda s: cold_keys)):
+        ratios, bigs = [], []
+        for _ in range(ROUNDS):
+            b = cpu_per_request(base.stack, keys_of(base), REQUESTS)
+            x = cpu_per_request(big.stack, keys_of(big), REQUESTS)
+            ratios.append(x / b)
+            bigs.append(x)
+        ratios.sort()
+        out[f"{label}_us"] = statistics.median(bigs)
+        out[f"{label}_ratio"] = (ratios[0], statistics.median(ratios), ratios[-1])
+    return out
 
 
 def main() -> int:
-    sizes = [int(a) for a in sys.argv[1:]] or [100, 10_000, 100_000, 1_000_000]
+    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000, 1_000_000]
     h.R = h.Results()
     rows = []
     with tempfile.TemporaryDirectory(prefix="meshgate-scale-") as tmp:
-        for n in sizes:
-            print(f"--- scale: N={n} keys + {n} revocations", flush=True)
-            row = measure(n, Path(tmp))
-            rows.append(row)
-            print("    " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
-    base = rows[0]
+        base = Scaled(100, Path(tmp))
+        print("--- scale: baseline N=100 (kept running for side-by-side CPU)", flush=True)
+        base.start()
+        base.row.update({"warm_us": 0.0, "cold_us": 0.0, "warm_ratio": None, "cold_ratio": None})
+        rows.append(base.row)
+        try:
+            for n in sizes:
+                print(f"--- scale: N={n} keys + {n} revocations", flush=True)
+                big = Scaled(n, Path(tmp))
+                try:
+                    big.start()
+                    big.row.update(side_by_side(base, big))
+                    big.row["delta_ms"] = big.delta_ms()
+                finally:
+                    big.stop()
+                rows.append(big.row)
+                print("    " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in big.row.items()), flush=True)
+            base.row["delta_ms"] = base.delta_ms()
+        finally:
+            base.stop()
     print("\n| keys + revocations | snapshot (pages) | per key+rev | CP serve | full sync in Envoy | Envoy RSS | "
-          "Δ RSS vs first | delta (revoke→refused) | CPU/req warm key | CPU/req unseen key |")
+          "Δ RSS vs 100 | delta (revoke→refused) | CPU/req warm key vs 100 (min/med/max) | "
+          "CPU/req unseen key vs 100 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(r, label):
+        if r[f"{label}_ratio"] is None:
+            return "—"
+        lo, med, hi = r[f"{label}_ratio"]
+        return f"{r[f'{label}_us']:.0f} µs: {lo:.2f}/{med:.2f}/{hi:.2f}×"
+
     for r in rows:
         per = r["snapshot_bytes"] / max(1, 2 * r["n"])
-        dm = "n/a" if r["delta_ms"] is None else f"{r['delta_ms']:.0f} ms"
+        dm = "n/a" if r.get("delta_ms") is None else f"{r['delta_ms']:.0f} ms"
         print(f"| {r['n']:,} | {r['snapshot_bytes'] / 1e6:.1f} MB ({r['pages']}) | {per:.0f} B | {r['snapshot_s']:.2f} s | "
-              f"{r['sync_s']:.2f} s | {r['rss_mib']:.0f} MiB | {r['rss_mib'] - base['rss_mib']:+.0f} MiB | {dm} | "
-              f"{r['warm_us']:.0f} µs ({r['warm_us'] / base['warm_us']:.2f}×) | "
-              f"{r['cold_us']:.0f} µs ({r['cold_us'] / base['cold_us']:.2f}×) |")
+              f"{r['sync_s']:.2f} s | {r['rss_mib']:.0f} MiB | {r['rss_mib'] - base.row['rss_mib']:+.0f} MiB | {dm} | "
+              f"{ratio(r, 'warm')} | {ratio(r, 'cold')} |")
     return 0
 
 

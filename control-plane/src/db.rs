@@ -74,6 +74,7 @@ impl Db {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        crate::revocations::backfill_buckets(&pool).await?;
         Ok(Self { pool, backend })
     }
 

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use meshgate_wire::sync::RevocationKind;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -31,6 +32,27 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind for a column value.
+    pub fn parse(column: &str) -> Option<Self> {
+        Some(match column {
+            "jti" => Self::Token,
+            "sid" => Self::Session,
+            "sub" => Self::User,
+            "key" => Self::Key,
+            _ => return None,
+        })
+    }
+
+    /// The feed's name for the kind.
+    pub fn wire(self) -> RevocationKind {
+        match self {
+            Self::Token => RevocationKind::Token,
+            Self::Session => RevocationKind::Session,
+            Self::User => RevocationKind::User,
+            Self::Key => RevocationKind::Key,
+        }
+    }
+
     /// Column value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,8 +76,8 @@ pub async fn upsert(
 ) -> Result<(), sqlx::Error> {
     let version = db::bump(tx, Counter::Change).await?;
     sqlx::query(
-        "INSERT INTO revocations (kind, value, not_before, until, reason, created_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO revocations (kind, value, not_before, until, reason, created_at, version, bucket) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (kind, value) DO UPDATE SET \
            not_before = excluded.not_before, \
            until = CASE WHEN excluded.until > revocations.until THEN excluded.until ELSE revocations.until END, \
@@ -68,9 +90,50 @@ pub async fn upsert(
     .bind(reason)
     .bind(now)
     .bind(version)
+    .bind(bucket(kind.wire(), value))
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The `bucket` column: [`meshgate_wire::sync::revocation_hash`] with its top
+/// bit flipped, so that the signed SQL order is the hash's unsigned order
+/// (the order of a paged snapshot's revocations).
+pub fn bucket(kind: RevocationKind, value: &str) -> i64 {
+    let hash = meshgate_wire::sync::revocation_hash(kind.code(), value) ^ (1 << 63);
+    i64::from_be_bytes(hash.to_be_bytes())
+}
+
+/// Computes `bucket` for rows written before it existed (0), a thousand at
+/// a time. Run at start-up; only the order of snapshot pages depends on it.
+pub async fn backfill_buckets(pool: &sqlx::AnyPool) -> Result<u64, sqlx::Error> {
+    let mut filled = 0;
+    loop {
+        let rows =
+            sqlx::query("SELECT kind, value FROM revocations WHERE bucket = 0 LIMIT 1000").fetch_all(pool).await?;
+        let mut changed = 0;
+        let mut tx = pool.begin().await?;
+        for row in &rows {
+            let (column, value): (String, String) = (row.try_get("kind")?, row.try_get("value")?);
+            let Some(kind) = Kind::parse(&column) else { continue };
+            let bucket = bucket(kind.wire(), &value);
+            if bucket == 0 {
+                continue;
+            }
+            sqlx::query("UPDATE revocations SET bucket = $1 WHERE kind = $2 AND value = $3")
+                .bind(bucket)
+                .bind(&column)
+                .bind(&value)
+                .execute(&mut *tx)
+                .await?;
+            changed += 1;
+        }
+        tx.commit().await?;
+        filled += changed;
+        if changed == 0 {
+            return Ok(filled);
+        }
+    }
 }
 
 /// Body of `POST /api/v1/revocations`.

@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use common::feed::{self, create_key, digest, sync_key};
 use common::{TestApp, on_each_backend};
 use meshgate_wire::config::KeyRateLimit;
-use meshgate_wire::sync::{RevocationKind, SyncKind};
+use meshgate_wire::sync::{RevocationKind, SyncKind, revocation_hash};
 use serde_json::{Value, json};
 
 async fn revoke(app: &TestApp, admin: &str, kind: &str, value: &str) {
@@ -296,6 +296,8 @@ async fn paged_snapshots_hold_the_same_records_as_one_snapshot() {
             let mut want_keys: Vec<_> = whole.api_keys.iter().map(|k| k.digest.clone()).collect();
             want_keys.sort();
             assert_eq!(keys, want_keys, "keys in digest order, each once (limit {limit})");
+            let order: Vec<u64> = revs.iter().map(|(k, id)| revocation_hash(k.code(), id)).collect();
+            assert!(order.is_sorted(), "revocations in the filter's shard order (limit {limit})");
             let mut want_revs: Vec<_> = whole.revocations.iter().map(|r| (r.kind, r.id.clone())).collect();
             want_revs.sort_by(|a, b| a.1.cmp(&b.1));
             revs.sort_by(|a, b| a.1.cmp(&b.1));
@@ -310,9 +312,17 @@ async fn paged_snapshots_hold_the_same_records_as_one_snapshot() {
         let small = feed::get(&app, &format!("since={v}&wait=0&limit=2"), &filter).await;
         assert_eq!(small.kind, SyncKind::Delta);
         assert_eq!(small.revocations.len(), 1);
-        for bad in
-            ["limit=0", "limit=100001", "limit=x", "after=zzz", "after=k.12", "after=r.nope.00", "after=r.jti.0g"]
-        {
+        for bad in [
+            "limit=0",
+            "limit=100001",
+            "limit=x",
+            "after=zzz",
+            "after=k.12",
+            "after=r.nope.00",
+            "after=r.jti.00",
+            "after=r.1.jti.0g",
+            "after=r.x.jti.00",
+        ] {
             let (s, body) = feed::get_raw(&app.router, bad, Some(&filter)).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {}", String::from_utf8_lossy(&body));
         }

@@ -177,7 +177,8 @@ impl Vm {
         };
         let call = s.pending_calls.remove(at);
         let counts = (response.headers.len() as u32, response.body.len() as u32, response.trailers.len() as u32);
-        s.call_response = Some(response);
+        // A failed call (no headers at all) has no response maps in Envoy.
+        s.call_response = (counts.0 > 0).then_some(response);
         let ctx = call.context_id;
         let result = self.call::<(u32, u32, u32, u32, u32), ()>(
             "proxy_on_http_call_response",

@@ -15,8 +15,10 @@
 //! never holds 10^6 rows or records at once — only the encoded bytes.
 //!
 //! Snapshots can be paged (`limit`): keys in digest order, then revocations
-//! in (kind, value) order, each page continuing after the last row of the
-//! previous one ([`Cursor`]). Each page is its own read: rows that change
+//! in the order of `revocation_hash` (the `bucket` column), each page
+//! continuing after the last row of the previous one ([`Cursor`]). Both are
+//! the orders in which the filter shards what it receives, so each page
+//! fills a run of consecutive shards. Each page is its own read: rows that change
 //! while a filter pages are repeated by the deltas it asks for next (from
 //! the first page's version), so the result converges on the same state.
 
@@ -39,14 +41,14 @@ use crate::state::AppState;
 pub const MAX_PAGE: u32 = 100_000;
 
 /// Where a snapshot page continues: after a key digest, or after a
-/// revocation (kind, value). Printed as `k.<digest>` or
-/// `r.<kind>.<hex of value>` (query-safe).
+/// revocation (bucket, kind, value). Printed as `k.<digest>` or
+/// `r.<bucket>.<kind>.<hex of value>` (query-safe).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
     /// After the key with this digest.
     Key(String),
-    /// After this revocation.
-    Revocation(String, String),
+    /// After this revocation: bucket, kind column, value.
+    Revocation(i64, String, String),
 }
 
 impl Cursor {
@@ -56,22 +58,24 @@ impl Cursor {
             let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
             return ok.then(|| Self::Key(digest.to_ascii_lowercase()));
         }
-        let (kind, hex) = text.strip_prefix("r.")?.split_once('.')?;
+        let (bucket, rest) = text.strip_prefix("r.")?.split_once('.')?;
+        let bucket: i64 = bucket.parse().ok()?;
+        let (kind, hex) = rest.split_once('.')?;
         revocation_kind(kind)?;
         let bytes = (0..hex.len())
             .step_by(2)
             .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
             .collect::<Option<Vec<u8>>>()?;
-        Some(Self::Revocation(kind.to_owned(), String::from_utf8(bytes).ok()?))
+        Some(Self::Revocation(bucket, kind.to_owned(), String::from_utf8(bytes).ok()?))
     }
 
     /// The printed form.
     pub fn print(&self) -> String {
         match self {
             Self::Key(digest) => format!("k.{digest}"),
-            Self::Revocation(kind, value) => {
+            Self::Revocation(bucket, kind, value) => {
                 let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
-                format!("r.{kind}.{hex}")
+                format!("r.{bucket}.{kind}.{hex}")
             }
         }
     }
@@ -195,7 +199,7 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
         out.extend_from_slice(b",\"revocations\":[]");
     } else {
         let after_rev = match &page.after {
-            Some(Cursor::Revocation(k, v)) => Some((k.as_str(), v.as_str())),
+            Some(Cursor::Revocation(b, k, v)) => Some((*b, k.as_str(), v.as_str())),
             _ => None,
         };
         next = revocations(&mut tx, after, now, removed, after_rev, budget, &mut out).await?;
@@ -382,13 +386,7 @@ async fn api_keys(
 }
 
 fn revocation_kind(column: &str) -> Option<RevocationKind> {
-    Some(match column {
-        "jti" => RevocationKind::Token,
-        "sid" => RevocationKind::Session,
-        "sub" => RevocationKind::User,
-        "key" => RevocationKind::Key,
-        _ => return None,
-    })
+    crate::revocations::Kind::parse(column).map(crate::revocations::Kind::wire)
 }
 
 fn unix(t: i64) -> u64 {
@@ -405,24 +403,25 @@ async fn revocations(
     after: i64,
     now: i64,
     mut removed: HashMap<String, Removed>,
-    after_rev: Option<(&str, &str)>,
+    after_rev: Option<(i64, &str, &str)>,
     limit: Option<i64>,
     out: &mut Vec<u8>,
 ) -> ApiResult<Option<Cursor>> {
     // `until + 0`: SQLite would otherwise pick the `until` index, which every
     // live row matches, and scan the table for a one-row delta.
-    let base = "SELECT kind, value, not_before, until FROM revocations WHERE version > $1 AND until + 0 >= $2";
+    let base = "SELECT bucket, kind, value, not_before, until FROM revocations WHERE version > $1 AND until + 0 >= $2";
     let sql = match (limit, after_rev) {
-        (Some(_), Some(_)) => {
-            format!("{base} AND (kind > $3 OR (kind = $3 AND value > $4)) ORDER BY kind, value LIMIT $5")
-        }
-        (Some(_), None) => format!("{base} ORDER BY kind, value LIMIT $3"),
+        (Some(_), Some(_)) => format!(
+            "{base} AND (bucket > $3 OR (bucket = $3 AND (kind > $4 OR (kind = $4 AND value > $5)))) \
+             ORDER BY bucket, kind, value LIMIT $6"
+        ),
+        (Some(_), None) => format!("{base} ORDER BY bucket, kind, value LIMIT $3"),
         (None, _) => base.to_owned(),
     };
     let mut query = sqlx::query(&sql).bind(after).bind(now);
     if let Some(limit) = limit {
-        if let Some((k, v)) = after_rev {
-            query = query.bind(k.to_owned()).bind(v.to_owned());
+        if let Some((b, k, v)) = after_rev {
+            query = query.bind(b).bind(k.to_owned()).bind(v.to_owned());
         }
         query = query.bind(limit.max(0));
     }
@@ -441,7 +440,7 @@ async fn revocations(
         let id: String = row.try_get("value")?;
         if limit.is_some() {
             count += 1;
-            last = Some((column.clone(), id.clone()));
+            last = Some((row.try_get("bucket")?, column.clone(), id.clone()));
         }
         let Some(kind) = revocation_kind(&column) else { continue };
         if kind == RevocationKind::Key
@@ -460,5 +459,5 @@ async fn revocations(
     }
     out.push(b']');
     let full = limit.is_some_and(|l| count >= l && l > 0);
-    Ok(last.filter(|_| full).map(|(k, v)| Cursor::Revocation(k, v)))
+    Ok(last.filter(|_| full).map(|(b, k, v)| Cursor::Revocation(b, k, v)))
 }

@@ -68,13 +68,22 @@ impl Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_done(&mut self) -> bool {
+        // The VM is going away (plugin removed or replaced): a snapshot it
+        // was receiving would otherwise stay in shared data unreferenced.
+        if let Some(poller) = self.poller.borrow_mut().as_mut() {
+            poller.stop();
+        }
+        true
+    }
+
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _trailers: usize) {
         if self.config.is_none() {
             return;
         }
         let now = now_ms();
         let outcome = match self.poller.borrow_mut().as_mut() {
-            Some(poller) => poller.on_response(token, body_size, now),
+            Some(poller) => poller.on_response(token, headers, body_size, now),
             None => return,
         };
         self.metrics.sync_bytes(outcome.bytes);

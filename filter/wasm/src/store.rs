@@ -3,7 +3,7 @@
 
 use meshgate_core::ratelimit::table::{CounterStore, StoreError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use proxy_wasm::types::{MapType, Status};
 
 /// proxy-wasm shared data as a [`CounterStore`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -24,4 +24,15 @@ impl CounterStore for SharedData {
             Err(_) => Err(StoreError::Unavailable),
         }
     }
+}
+
+/// The `:status` of a dispatched call's response, or `None` when the call
+/// failed without one (reset, timeout, connection cut mid-body). Envoy then
+/// reports 0 headers and refuses to read the map, which the SDK's
+/// `get_map_value` turns into a panic — so the count is checked first.
+pub fn call_status(headers: usize) -> Option<String> {
+    if headers == 0 {
+        return None;
+    }
+    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten()
 }

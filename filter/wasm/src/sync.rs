@@ -12,12 +12,13 @@
 //! revocation is in force on every worker by its next request. Nothing in
 //! a VM blocks on the feed. Large snapshots arrive in pages.
 
-use crate::store::SharedData;
+use crate::store::{SharedData, call_status};
 use meshgate_core::config::CompiledSync;
 use meshgate_core::sync::layout::Meta;
 use meshgate_core::sync::{Applied, Ask, Publisher, SyncError};
+use meshgate_wire::sync::SyncKind;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{BufferType, Status};
 use std::time::Duration;
 
 // The format version is part of every key: a module loaded into the same
@@ -86,6 +87,10 @@ pub struct Poller {
     cfg: CompiledSync,
     vm_id: u64,
     outstanding: Option<u32>,
+    /// Whether the call in flight asks for the next page of a snapshot.
+    asked_page: bool,
+    /// Whether this VM held the lease at its last tick.
+    leading: bool,
     next_poll_ms: u64,
     failures: u32,
     /// Applies responses to shared data (holds only a snapshot in progress).
@@ -111,6 +116,8 @@ impl Poller {
             cfg,
             vm_id,
             outstanding: None,
+            asked_page: false,
+            leading: false,
             next_poll_ms: 0,
             failures: 0,
             publisher: Publisher::new(vm_id),
@@ -145,18 +152,42 @@ impl Poller {
 
     /// Called on every tick: lead if possible, and start a poll when due.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), Status> {
-        if !self.lead(now_ms) || self.outstanding.is_some() || now_ms < self.next_poll_ms {
+        let leading = self.lead(now_ms);
+        if !leading {
+            if self.leading {
+                // Another VM took over (this one stalled past its lease): it
+                // starts its own snapshot, so ours is blanked now rather than
+                // left in shared data, and the answer to our call, if it
+                // still comes, is ignored.
+                self.stop();
+            }
+            self.leading = false;
             return Ok(());
         }
-        // The leader also blanks a replaced generation once nobody reads it.
+        if !self.leading {
+            // A previous leader may have left a generation to blank.
+            self.publisher.recheck_retired();
+            self.leading = true;
+        }
+        // The leader blanks a replaced generation once nobody reads it, also
+        // while a long-poll is outstanding.
         let _ = self.publisher.sweep(&SharedData, now_ms);
+        if self.outstanding.is_some() || now_ms < self.next_poll_ms {
+            return Ok(());
+        }
         let published = Meta::read(&SharedData).map(|(m, _)| m).unwrap_or_default();
-        let path = match self.publisher.ask(&published) {
+        let ask = self.publisher.ask(&published);
+        self.call(&ask).inspect_err(|_| self.fail(now_ms))
+    }
+
+    /// Starts the call for `ask`.
+    fn call(&mut self, ask: &Ask) -> Result<(), Status> {
+        let path = match ask {
             Ask::Since(version) => {
                 format!("{}?since={version}&wait={}&limit={PAGE_RECORDS}", self.cfg.path, self.cfg.wait_secs)
             }
             Ask::Page(cursor) => {
-                format!("{}?snapshot=true&wait=0&limit={PAGE_RECORDS}&after={}", self.cfg.path, query_escape(&cursor))
+                format!("{}?snapshot=true&wait=0&limit={PAGE_RECORDS}&after={}", self.cfg.path, query_escape(cursor))
             }
         };
         let headers = vec![
@@ -167,16 +198,17 @@ impl Poller {
             ("accept", "application/json"),
         ];
         let timeout = Duration::from_secs(u64::from(self.cfg.wait_secs) + 10);
-        match hostcalls::dispatch_http_call(&self.cfg.cluster, headers, None, Vec::new(), timeout) {
-            Ok(token) => {
-                self.outstanding = Some(token);
-                Ok(())
-            }
-            Err(status) => {
-                self.fail(now_ms);
-                Err(status)
-            }
-        }
+        let token = hostcalls::dispatch_http_call(&self.cfg.cluster, headers, None, Vec::new(), timeout)?;
+        self.outstanding = Some(token);
+        self.asked_page = matches!(ask, Ask::Page(_));
+        Ok(())
+    }
+
+    /// Drops the call in flight and any snapshot in progress (its shards
+    /// are blanked): on losing the lease, and when the VM goes away.
+    pub fn stop(&mut self) {
+        self.outstanding = None;
+        self.publisher.abandon(&SharedData);
     }
 
     fn fail(&mut self, now_ms: u64) {
@@ -186,13 +218,19 @@ impl Poller {
     }
 
     /// Handles the response to call `token`.
-    pub fn on_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> Outcome {
+    pub fn on_response(&mut self, token: u32, headers: usize, body_size: usize, now_ms: u64) -> Outcome {
         if self.outstanding != Some(token) {
             return Outcome::default();
         }
         self.outstanding = None;
         let mut outcome = Outcome { bytes: body_size, ..Outcome::default() };
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        if std::mem::take(&mut self.asked_page) && !self.publisher.receiving() {
+            // The snapshot this page belongs to was abandoned: a page taken
+            // for a whole snapshot would publish a fraction of the state.
+            outcome.poll_now = true;
+            return outcome;
+        }
+        let status = call_status(headers);
         let problem = if status.as_deref() != Some("200") {
             Some(format!("feed answered status {}", status.as_deref().unwrap_or("none")))
         } else if body_size > self.cfg.max_body_bytes {
@@ -209,13 +247,31 @@ impl Poller {
         }
         let body =
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-        match self.publisher.apply_bytes(&SharedData, &body, now_ms) {
+        let applied = Publisher::parse(&body).and_then(|response| {
+            drop(body);
+            // Ask for the next page before storing this one: the control
+            // plane builds it while this VM writes shards.
+            if let (SyncKind::Snapshot, Some(next)) = (response.kind, &response.next)
+                && self.call(&Ask::Page(next.clone())).is_err()
+            {
+                self.outstanding = None;
+            }
+            self.publisher.apply(&SharedData, response, now_ms)
+        });
+        if !matches!(applied, Ok(Applied::Page)) {
+            // Not a page after all (stale, refused): the early call is moot.
+            self.outstanding = None;
+            self.asked_page = false;
+        }
+        match applied {
             Ok(Applied::Published(version)) => {
                 write_head(version, now_ms);
                 outcome.published = Some(version);
                 outcome.poll_now = true;
             }
-            Ok(Applied::Page) => outcome.poll_now = true,
+            // The next page is already asked for (or, if that call could
+            // not start, is asked for now).
+            Ok(Applied::Page) => outcome.poll_now = self.outstanding.is_none(),
             // Nothing new (long-poll timeout, duplicate): still a contact.
             Err(SyncError::Stale { have, .. }) => write_head(have, now_ms),
             // Out of order, or another VM wrote first: ask again from what

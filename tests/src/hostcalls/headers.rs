@@ -108,6 +108,11 @@ fn get_value(c: &mut Ctx<'_>, map: u32, kp: u32, kn: u32, op: u32, os: u32) -> R
     let t = map_type(map)?;
     let key = read_string(c, kp, kn)?;
     let Some(headers) = map_mut(c.data_mut(), t) else {
+        // Envoy has no call-response map when the call failed (reset,
+        // timeout): BadArgument, which the Rust SDK turns into a panic.
+        if matches!(t, MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers) {
+            return Ok(Status::BadArgument);
+        }
         return Ok(Status::NotFound);
     };
     let Some(value) = headers.get_bytes(&key).map(<[u8]>::to_vec) else {

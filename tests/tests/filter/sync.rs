@@ -216,3 +216,45 @@ fn another_vm_takes_over_when_the_leader_stops() {
     b.tick().unwrap();
     assert_eq!(b.pending_http_calls().len(), 1, "b takes over the lease");
 }
+
+/// Non-empty shards of the sync state in shared data.
+fn live_shards(host: &Host) -> usize {
+    host.shared_data_keys()
+        .iter()
+        .filter(|k| k.starts_with("mg:sync:v2:k:") || k.starts_with("mg:sync:v2:r:"))
+        .filter(|k| host.shared_data(k).is_some_and(|(v, _)| !v.is_empty()))
+        .count()
+}
+
+#[test]
+fn a_leader_that_loses_its_lease_mid_snapshot_blanks_its_pages_and_ignores_the_late_answer() {
+    let (host, mut a, mut b) = workers(json!({}));
+    a.tick().unwrap();
+    assert_eq!(a.pending_http_calls().len(), 1, "first to tick leads");
+    let mut first = snapshot(5);
+    first["api_keys"] = json!([{"id": "k1", "digest": "ab".repeat(32), "subject": "u-1"}]);
+    first["total_keys"] = json!(2);
+    first["total_revocations"] = json!(1);
+    first["next"] = json!("k.cursor");
+    answer(&mut a, HttpResponse::json(200, &first));
+    let page = a.pending_http_calls();
+    assert_eq!(page.len(), 1, "asks for the next page at once");
+    assert!(page[0].headers.get(":path").unwrap_or_default().contains("after=k.cursor"));
+    assert!(live_shards(&host) > 0, "the first page is stored");
+    // `a` stalls past its lease; `b` takes over and starts from scratch.
+    host.advance(Duration::from_secs(3));
+    b.tick().unwrap();
+    assert_eq!(b.pending_http_calls().len(), 1, "b leads");
+    a.tick().unwrap();
+    assert_eq!(live_shards(&host), 0, "a blanked the pages it had stored");
+    // The page `a` asked for arrives after all: ignored, nothing published.
+    let mut second = json!({"version": 5, "kind": "snapshot",
+                            "api_keys": [{"id": "k2", "digest": "cd".repeat(32), "subject": "u-2"}]});
+    second["revocations"] = json!([]);
+    answer(&mut a, HttpResponse::json(200, &second));
+    assert_eq!(live_shards(&host), 0);
+    assert!(a.pending_http_calls().is_empty());
+    // b's snapshot is what gets published.
+    answer(&mut b, HttpResponse::json(200, &snapshot(6)));
+    assert_eq!(host.metric("meshgate.sync.version").map(|m| m.value), Some(6));
+}

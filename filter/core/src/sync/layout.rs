@@ -6,8 +6,9 @@
 //!   keys, bans). JSON; read by a VM only when the version moves.
 //! - `mg:sync:v2:k:<gen>:<shard>` — key records ([`super::records`]), by the
 //!   top bits of the digest. Keys sorted by digest fill shards in order.
-//! - `mg:sync:v2:r:<gen>:<shard>` — revocation records, by FNV-1a of
-//!   kind and id (a stable hash: every module version agrees on it).
+//! - `mg:sync:v2:r:<gen>:<shard>` — revocation records, by the top bits of
+//!   `revocation_hash(kind, id)` (a stable hash shared with the control
+//!   plane, which pages snapshots in its order: shards fill in order too).
 //!
 //! A request that needs a key or a revocation reads one shard: a few dozen
 //! records whatever the total, so the cost per request does not grow with
@@ -124,18 +125,11 @@ pub fn key_shard_of(digest: &ApiKeyDigest, shards: u32) -> u32 {
     top_bits(u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), shards)
 }
 
-/// The shard of a revocation: the top bits of FNV-1a over kind and id,
-/// finished with a 64-bit mixer (FNV alone spreads short ids poorly).
+/// The shard of a revocation: the top bits of
+/// [`meshgate_wire::sync::revocation_hash`], the order in which the control
+/// plane pages a snapshot's revocations.
 pub fn rev_shard_of(kind: u8, id: &str, shards: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in std::iter::once(&kind).chain(id.as_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    top_bits(h, shards)
+    top_bits(meshgate_wire::sync::revocation_hash(kind, id), shards)
 }
 
 /// The top `log2(shards)` bits of `h` (`shards` is a power of two).

@@ -358,13 +358,16 @@ pub struct Publisher {
     generations: u64,
     pending: Option<Pending>,
     cursor: Option<String>,
+    /// When [`Publisher::sweep`] should next read the meta (`None`: no
+    /// retired generation is known to wait).
+    sweep_at: Option<u64>,
 }
 
 impl Publisher {
     /// A publisher for a VM with a process-unique `writer` id (generations
     /// it creates are unique to it).
     pub fn new(writer: u64) -> Self {
-        Self { writer, generations: 0, pending: None, cursor: None }
+        Self { writer, generations: 0, pending: None, cursor: None, sweep_at: Some(0) }
     }
 
     fn new_generation(&mut self) -> u64 {
@@ -380,6 +383,17 @@ impl Publisher {
         }
     }
 
+    /// Whether a paged snapshot is being received.
+    pub fn receiving(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Look for a retired generation on the next sweep (this VM just took
+    /// over from a publisher that may have left one).
+    pub fn recheck_retired(&mut self) {
+        self.sweep_at = Some(0);
+    }
+
     /// Forgets a snapshot in progress (its shards are blanked).
     pub fn abandon(&mut self, store: &dyn CounterStore) {
         if let Some(p) = self.pending.take() {
@@ -388,10 +402,15 @@ impl Publisher {
         self.cursor = None;
     }
 
+    /// Parses a response body (nothing is checked or written yet: a poller
+    /// can ask for the next page before this one is stored).
+    pub fn parse(body: &[u8]) -> Result<SyncResponse, SyncError> {
+        serde_json::from_slice(body).map_err(|e| SyncError::Invalid(e.to_string()))
+    }
+
     /// Parses and applies a response body.
     pub fn apply_bytes(&mut self, store: &dyn CounterStore, body: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
-        let response: SyncResponse = serde_json::from_slice(body).map_err(|e| SyncError::Invalid(e.to_string()))?;
-        self.apply(store, response, now_ms)
+        self.apply(store, Self::parse(body)?, now_ms)
     }
 
     /// Applies a response. On any error the published state is unchanged
@@ -487,16 +506,20 @@ impl Publisher {
 
     /// The generation `published` holds, to be blanked later; an older
     /// retired generation still waiting is blanked now.
-    fn retire(&self, store: &dyn CounterStore, published: &Meta, now_ms: u64) -> Option<Retired> {
+    fn retire(&mut self, store: &dyn CounterStore, published: &Meta, now_ms: u64) -> Option<Retired> {
         if let Some(old) = published.retired {
             blank(store, old.generation, old.key_shards, old.rev_shards);
         }
-        (published.key_shards > 0).then_some(Retired {
+        let retired = (published.key_shards > 0).then_some(Retired {
             generation: published.generation,
             key_shards: published.key_shards,
             rev_shards: published.rev_shards,
             after_ms: now_ms + RETIRE_AFTER_MS,
-        })
+        });
+        if let Some(r) = retired {
+            self.sweep_at = Some(r.after_ms);
+        }
+        retired
     }
 
     fn delta(
@@ -545,12 +568,19 @@ impl Publisher {
         Ok(Applied::Published(meta.version))
     }
 
-    /// Blanks a retired generation whose time has come (called on ticks).
-    pub fn sweep(&self, store: &dyn CounterStore, now_ms: u64) -> Result<(), StoreError> {
+    /// Blanks a retired generation whose time has come (called on every
+    /// tick; reads the meta only when a retired generation is known to be
+    /// due, or after [`Publisher::recheck_retired`]).
+    pub fn sweep(&mut self, store: &dyn CounterStore, now_ms: u64) -> Result<(), StoreError> {
+        if self.sweep_at.is_none_or(|at| now_ms < at) {
+            return Ok(());
+        }
         let (mut meta, cas) = Meta::read(store)?;
+        self.sweep_at = meta.retired.map(|r| r.after_ms);
         let Some(old) = meta.retired.filter(|r| r.after_ms <= now_ms) else { return Ok(()) };
         meta.retired = None;
         meta.write(store, cas)?;
+        self.sweep_at = None;
         blank(store, old.generation, old.key_shards, old.rev_shards);
         Ok(())
     }

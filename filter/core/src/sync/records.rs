@@ -92,12 +92,7 @@ fn kind_of(byte: u8) -> Option<KeyKindTag> {
 
 /// The byte a revocation kind is stored as.
 pub fn revocation_byte(kind: RevocationKind) -> u8 {
-    match kind {
-        RevocationKind::Token => 0,
-        RevocationKind::Session => 1,
-        RevocationKind::User => 2,
-        RevocationKind::Key => 3,
-    }
+    kind.code()
 }
 
 /// Appends a key record.
