@@ -57,6 +57,9 @@ pub enum ApiError {
     /// Would violate a uniqueness rule.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A deduction larger than the account's balance (402).
+    #[error("insufficient credits")]
+    InsufficientCredits,
     /// Too many failed attempts; retry after the given seconds.
     #[error("too many attempts")]
     TooManyAttempts {
@@ -138,6 +141,7 @@ impl ApiError {
             Self::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             Self::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            Self::InsufficientCredits => (S::PAYMENT_REQUIRED, "insufficient-credits", "Insufficient credits"),
             Self::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many failed attempts"),
             Self::InvalidState => (S::BAD_REQUEST, "invalid-state", "Invalid or expired login state"),
             Self::LoginRejected(_) => (S::UNAUTHORIZED, "login-rejected", "Login rejected"),

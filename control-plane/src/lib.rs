@@ -23,6 +23,7 @@
 //! | [`apikeys`] | API keys: create, list, revoke, verify |
 //! | [`signing`] | signing keys: rotation, JWKS, OpenID discovery |
 //! | [`revocations`] | revocation records |
+//! | [`credits`] | credit balances, grants, deductions, usage reports from filters |
 //! | [`sync`] | the sync feed to filters: snapshots, deltas, long-poll |
 //! | [`forward_auth`] | central verification for ext_authz / auth_request / forwardAuth |
 //! | [`housekeeping`] | periodic purge of expired rows |
@@ -39,6 +40,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod credits;
 pub mod crypto;
 pub mod db;
 pub mod error;
@@ -79,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .merge(apps::router())
         .merge(apikeys::router())
         .merge(revocations::router())
+        .merge(credits::router())
         .merge(signing::router())
         .merge(audit::router())
         .merge(sync::router())

@@ -44,6 +44,9 @@ pub struct NewApiKey {
     pub rate_limit: Option<i64>,
     /// Key prefix (2–16 of `[a-z0-9]`); default from the config.
     pub prefix: Option<String>,
+    /// A remaining-uses key: valid for this many requests through the
+    /// filters (1–1000000000), counted in the credit account `uses:<id>`.
+    pub max_uses: Option<i64>,
 }
 
 /// The created key: metadata plus the plain key, shown only here.
@@ -108,6 +111,9 @@ pub async fn create(
     if req.rate_limit.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
         return Err(ApiError::invalid("rate_limit must be 1 to 1000000 requests per minute"));
     }
+    if req.max_uses.is_some_and(|n| !(1..=1_000_000_000).contains(&n)) {
+        return Err(ApiError::invalid("max_uses must be 1 to 1000000000"));
+    }
     if req.scopes.len() > 64 {
         return Err(ApiError::invalid("at most 64 scopes"));
     }
@@ -163,13 +169,16 @@ pub async fn create(
     .bind(version)
     .execute(&mut *tx)
     .await?;
+    if let Some(uses) = req.max_uses {
+        crate::credits::open_uses(&mut tx, &meta.id, uses, &p.user_id, version, now).await?;
+    }
     let event = Event {
         action: "apikey.create",
         actor: Some(&p.user_id),
         target: Some(&meta.id),
         ip: Some(&p.ip),
         outcome: "success",
-        detail: Some(serde_json::json!({"owner_id": meta.owner_id, "scopes": meta.scopes})),
+        detail: Some(serde_json::json!({"owner_id": meta.owner_id, "scopes": meta.scopes, "max_uses": req.max_uses})),
     };
     audit::record(&mut tx, now, event).await?;
     tx.commit().await?;

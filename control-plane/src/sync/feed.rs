@@ -155,6 +155,12 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
         if kind == SyncKind::Delta {
             field(&mut out, "removed_signing_keys", &removed_kids)?;
         }
+        // Credit balances ride on the first page (written only when there
+        // are some: filters that predate credits refuse unknown fields).
+        let credits = crate::credits::store::changed_since(&mut tx, after).await?;
+        if !credits.is_empty() {
+            field(&mut out, "credits", &credits)?;
+        }
     }
     if page.limit.is_some() && page.after.is_none() {
         let keys: i64 = sqlx::query(&format!(

@@ -71,6 +71,8 @@ pub struct CompiledConfig {
     pub rate_limits: RateLimits,
     /// The sync feed, when configured.
     pub sync: Option<CompiledSync>,
+    /// Credits and usage metering, when configured.
+    pub credits: Option<crate::credits::CompiledCredits>,
 }
 
 /// The sync feed settings, validated.
@@ -264,6 +266,8 @@ pub fn compile_parsed(cfg: &PluginConfig) -> Result<CompiledConfig, ConfigError>
     if !(16..=65536).contains(&max_path) {
         return Err(ConfigError::new("paths.max_path_bytes", "must be between 16 and 65536"));
     }
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    let credits = cfg.credits.as_ref().map(|c| crate::credits::compile(c, &names, cfg.sync.is_some())).transpose()?;
     Ok(CompiledConfig {
         routes,
         default_policy,
@@ -280,5 +284,6 @@ pub fn compile_parsed(cfg: &PluginConfig) -> Result<CompiledConfig, ConfigError>
         case_insensitive,
         rate_limits: RateLimits::compile(&cfg.rate_limits)?,
         sync: cfg.sync.as_ref().map(compile_sync).transpose()?,
+        credits,
     })
 }

@@ -74,6 +74,11 @@ pub enum Reason {
     RateLimited,
     /// The client IP is locked out after repeated violations.
     LockedOut,
+    // 402 (or 429, per `credits.exhausted_status`)
+    /// The paying account's credits are spent (or it has no account).
+    CreditsExhausted,
+    /// The API key's remaining uses are spent.
+    UsesExhausted,
     // 503
     /// The filter cannot decide and the failure mode is closed.
     Unavailable,
@@ -90,7 +95,7 @@ enum Challenge {
 
 impl Reason {
     /// Every reason, for defining one metric each at configure time.
-    pub const ALL: [Reason; 32] = {
+    pub const ALL: [Reason; 34] = {
         use Reason::*;
         [
             InvalidPath,
@@ -124,6 +129,8 @@ impl Reason {
             Banned,
             RateLimited,
             LockedOut,
+            CreditsExhausted,
+            UsesExhausted,
             Unavailable,
         ]
     };
@@ -135,6 +142,7 @@ impl Reason {
             InvalidPath | DuplicateCredential | ConflictingCredentials | MalformedCredential => 400,
             RouteDenied | InsufficientRole | InsufficientScope | WrongApp | GuestReadOnly | Banned => 403,
             RateLimited | LockedOut => 429,
+            CreditsExhausted | UsesExhausted => 402,
             Unavailable => 503,
             _ => 401,
         }
@@ -175,6 +183,8 @@ impl Reason {
             Banned => "banned",
             RateLimited => "rate-limited",
             LockedOut => "locked-out",
+            CreditsExhausted => "credits-exhausted",
+            UsesExhausted => "key-uses-exhausted",
             Unavailable => "unavailable",
         }
     }
@@ -214,6 +224,8 @@ impl Reason {
             Banned => "Client banned",
             RateLimited => "Too many requests",
             LockedOut => "Client locked out after repeated violations",
+            CreditsExhausted => "Credits exhausted",
+            UsesExhausted => "API key has no uses left",
             Unavailable => "Authorization unavailable",
         }
     }

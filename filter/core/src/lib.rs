@@ -21,6 +21,7 @@
 //! | [`ratelimit`] | GCRA limits and abuse lockouts over CAS shared counters |
 //! | [`denial`] | status, `WWW-Authenticate` and problem+json per reason |
 //! | [`sync`] | applying the control plane's feed: versions, deltas, all-or-nothing |
+//! | [`credits`] | metering: which account pays, the local budget, usage reports |
 //! | [`engine`] | the pipeline tying these together |
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -28,6 +29,7 @@
 pub mod apikey;
 pub mod config;
 pub mod credential;
+pub mod credits;
 pub mod denial;
 pub mod engine;
 mod hex;

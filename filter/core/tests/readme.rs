@@ -32,3 +32,14 @@ fn readme_sync_example_compiles() {
     let config = meshgate_core::compile(&readme.as_bytes()[start..end]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.sync.map(|s| s.cluster).as_deref(), Some("control_plane"));
 }
+
+#[test]
+fn readme_credits_example_compiles() {
+    let readme = include_str!("../../../README.md");
+    let marker = "```json\n{\"routes\": [{\"name\": \"llm\"";
+    let start = readme.find(marker).unwrap_or_else(|| panic!("README lost its credits example")) + 8;
+    let end = readme[start..].find("```").unwrap_or_else(|| panic!("unterminated json block")) + start;
+    let config = meshgate_core::compile(&readme.as_bytes()[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    let credits = config.credits.unwrap_or_else(|| panic!("no credits section"));
+    assert_eq!((credits.routes.get("llm"), credits.exhausted_status), (Some(&10), 402));
+}

@@ -25,6 +25,8 @@ pub struct Http {
     response_headers: Vec<(String, String)>,
     /// The synced state is stale and the policy says fail closed.
     stale: bool,
+    /// Credits reserved for this request, settled on the response.
+    reservation: Option<meshgate_core::credits::Reservation>,
 }
 
 fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
@@ -34,7 +36,7 @@ fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
 impl Http {
     /// A context over the VM's engine (`None` when configuration failed).
     pub fn new(engine: Option<Rc<Engine>>, metrics: Rc<Metrics>, stale: bool) -> Self {
-        Self { engine, metrics, answered: false, response_headers: Vec::new(), stale }
+        Self { engine, metrics, answered: false, response_headers: Vec::new(), stale, reservation: None }
     }
 
     /// Refuses with 503 because the synced state is too old to trust.
@@ -115,6 +117,13 @@ impl HttpContext for Http {
         };
         match engine.decide(&request, now_us, &SharedData) {
             Decision::Allow(allow) => {
+                match crate::credits::admit(&engine, &allow) {
+                    crate::credits::Admission::Pass(reservation) => self.reservation = reservation,
+                    crate::credits::Admission::Refuse(reason, response) => {
+                        self.metrics.denied(reason);
+                        return self.send(&response, &engine.config.security_headers);
+                    }
+                }
                 if self.apply(&allow).is_err() {
                     return self.fail();
                 }
@@ -137,6 +146,11 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         if let Some(engine) = &self.engine {
+            if let Some(credits) = &engine.config.credits
+                && !crate::credits::on_response(credits, self.reservation.as_ref())
+            {
+                self.metrics.host_failure();
+            }
             for (name, value) in engine.config.security_headers.iter().chain(&self.response_headers) {
                 if hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)).is_err() {
                     self.metrics.host_failure();

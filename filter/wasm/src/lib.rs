@@ -4,7 +4,7 @@
 //! compiles the plugin configuration once ([`root`]); each HTTP context
 //! hands the request to `meshgate-core` and maps the decision to a host
 //! action ([`http`]); [`metrics`] counts outcomes; [`store`] keeps rate-limit
-//! counters in Envoy's shared data; [`sync`] follows the control plane's feed. Every host call goes
+//! counters in Envoy's shared data; [`sync`] follows the control plane's feed; [`credits`] meters requests and flushes usage. Every host call goes
 //! through `proxy_wasm::hostcalls`, whose `Result`s are handled, rather than
 //! the `Context` helpers, which `unwrap` internally.
 //!
@@ -14,6 +14,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod credits;
 pub mod http;
 pub mod metrics;
 pub mod root;

@@ -28,6 +28,8 @@ pub struct Root {
     config: Option<Arc<CompiledConfig>>,
     engine: RefCell<Option<Rc<Engine>>>,
     poller: RefCell<Option<Poller>>,
+    /// Sends usage reports (when `credits` is configured).
+    credits: RefCell<Option<crate::credits::Flusher>>,
     metrics: Rc<Metrics>,
 }
 
@@ -82,6 +84,13 @@ impl Context for Root {
             return;
         }
         let now = now_ms();
+        let report = self.credits.borrow_mut().as_mut().and_then(|f| f.on_response(token, headers, body_size));
+        if let Some(report) = report {
+            if let Some(error) = report.error {
+                log(LogLevel::Warn, &format!("meshgate: credits: {error}"));
+            }
+            return;
+        }
         let outcome = match self.poller.borrow_mut().as_mut() {
             Some(poller) => poller.on_response(token, headers, body_size, now),
             None => return,
@@ -144,6 +153,13 @@ impl RootContext for Root {
                 return false;
             }
         }
+        if let (Some(credits), Some(sync)) = (&config.credits, &config.sync) {
+            if let Err(err) = meshgate_core::credits::records::init(&SharedData) {
+                log(LogLevel::Error, &format!("meshgate: cannot create credit counters: {err}"));
+                return false;
+            }
+            *self.credits.borrow_mut() = Some(crate::credits::Flusher::new(sync, credits, now_ms()));
+        }
         self.config = Some(config);
         self.follow_published(sync::read_head());
         true
@@ -153,6 +169,11 @@ impl RootContext for Root {
         let now = now_ms();
         let head = sync::read_head();
         self.follow_published(head);
+        if let Some(flusher) = self.credits.borrow_mut().as_mut()
+            && let Err(error) = flusher.tick(now, head.version)
+        {
+            log(LogLevel::Warn, &format!("meshgate: credits: {error}"));
+        }
         let mut poller = self.poller.borrow_mut();
         let Some(poller) = poller.as_mut() else { return };
         let since = if head.contact_ms == 0 { poller.started_ms } else { head.contact_ms };

@@ -51,6 +51,9 @@ pub struct PluginConfig {
     /// The sync feed from the control plane. Absent: static config only.
     #[serde(default)]
     pub sync: Option<SyncConfig>,
+    /// Credits and usage metering (needs `sync`). Absent: nothing metered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<crate::credits::CreditsConfig>,
 }
 
 /// Where and how the filter follows the control plane's sync feed.

@@ -7,8 +7,10 @@
 //! * [`config`] — the plugin configuration JSON Envoy hands the filter.
 //! * [`ratelimit`] — its rate-limit and abuse-control section.
 //! * [`sync`] — the feed that pushes keys and revocations to filters.
+//! * [`credits`] — metering: config section, pushed balances, usage reports.
 
 pub mod config;
+pub mod credits;
 pub mod ratelimit;
 pub mod sync;
 

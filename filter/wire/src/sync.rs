@@ -56,6 +56,11 @@ pub struct SyncResponse {
     /// Client IP bans added (a snapshot: all live ones).
     #[serde(default)]
     pub bans: Vec<Ban>,
+    /// Credit balances (a snapshot: every account; a delta: those that
+    /// changed). Omitted when empty, so filters that predate credits keep
+    /// parsing responses without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credits: Vec<crate::credits::CreditState>,
     /// Snapshots in pages (asked for with `limit`): the cursor of the next
     /// page (`after=<next>`), absent on the last page. The snapshot's
     /// version is the first page's; later pages may hold newer rows, which

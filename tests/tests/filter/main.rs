@@ -5,6 +5,7 @@ mod common;
 
 mod allow;
 mod config;
+mod credits;
 mod deny;
 mod fuzz;
 mod multi_vm;

@@ -431,6 +431,23 @@ impl Publisher {
             }
         };
         let response = &checked.response;
+        // Credit balances go in before the version is published, so a
+        // reader at that version sees balances at least as new (each only
+        // moves forward); only from a response that is about to apply.
+        let applies = match (&self.pending, response.kind) {
+            (Some(_), kind) => kind == SyncKind::Snapshot,
+            (None, SyncKind::Snapshot) => response.version > published.version,
+            (None, SyncKind::Delta) => {
+                response.version > published.version && response.since == Some(published.version)
+            }
+        };
+        if applies && !response.credits.is_empty() {
+            if let Err(e) = crate::credits::records::check(&response.credits) {
+                self.abandon(store);
+                return Err(SyncError::Invalid(e.to_string()));
+            }
+            crate::credits::records::publish(store, &response.credits, response.version)?;
+        }
         if self.pending.is_some() {
             if response.kind != SyncKind::Snapshot {
                 self.abandon(store);
