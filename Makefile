@@ -7,6 +7,8 @@
 #   make e2e     real Envoy + control plane end-to-end groups (part of make test)
 #   make lint    clippy (unwrap/expect/panic denied in filter crates) + rustfmt check
 #   make fmt     format everything
+#   make soak    SOAK_SECS (600) of mixed traffic through Envoy: answers, memory curve
+#   make fuzz    the cargo-fuzz targets, FUZZ_SECS (60) each
 #   make bench   side-by-side Envoy benchmark + core micro-benchmarks
 #                (bench-envoy, bench-core; bench-cp: control-plane throughput)
 
@@ -111,6 +113,18 @@ bench-core:
 bench-cp:
 	CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
 		$(CARGO) run --release -p meshgate --example bench -- 5 8
+
+# Soak (issue 11, SECURITY.md): SOAK_SECS seconds (default 600) of steady mixed
+# traffic (SOAK_RATE req/s, default 100) through Envoy (2 workers) + the control
+# plane, with revocations and signing-key rotations meanwhile; checks every
+# answer, samples Envoy's memory (RSS, admin /memory) and stats, and writes the
+# curve to bench/soak.md (runs of 600 s or more; shorter ones to target/soak.md).
+SOAK_SECS ?= 600
+.PHONY: soak
+soak: build $(ENVOY)
+	$(CARGO) build -p meshgate
+	SOAK_SECS=$(SOAK_SECS) ENVOY=$(ENVOY) MESHGATE_WASM=$(MESHGATE_WASM) \
+		MESHGATE_BIN=$(abspath target/debug/meshgate) python3 envoy/e2e/soak.py
 
 # Fuzzing (issue 11, SECURITY.md): cargo-fuzz targets over the pure core in
 # filter/fuzz (its own workspace): jwt, path_route, config, sync, ratelimit,

@@ -96,6 +96,14 @@ pub enum ApiError {
     /// the cause is logged.
     #[error("bad answer from provider: {0}")]
     ProviderError(String),
+    /// The database cannot be reached right now (connection lost, server
+    /// restarting, pool exhausted): 503 with `Retry-After`; the cause is logged.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The database has no space left for this write (SQLite `SQLITE_FULL`,
+    /// PostgreSQL `disk_full`): 507; the cause is logged, reads keep working.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// Anything else: logged with its cause, answered as a bare 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -154,6 +162,8 @@ impl ApiError {
                 (S::SERVICE_UNAVAILABLE, "provider-unavailable", "Login provider unreachable")
             }
             Self::ProviderError(_) => (S::BAD_GATEWAY, "provider-error", "Bad answer from login provider"),
+            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable"),
+            Self::StorageFull(_) => (S::INSUFFICIENT_STORAGE, "storage-full", "Storage full"),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -188,6 +198,8 @@ impl IntoResponse for ApiError {
         let (status, slug, title) = self.parts();
         match &self {
             Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            Self::Unavailable(cause) => tracing::warn!(%cause, "database unavailable"),
+            Self::StorageFull(cause) => tracing::error!(%cause, "database storage full"),
             Self::ProviderUnavailable(cause) | Self::ProviderError(cause) => {
                 tracing::warn!(%cause, "login provider failure");
             }
@@ -210,6 +222,9 @@ impl IntoResponse for ApiError {
             };
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
         }
+        if matches!(self, Self::Unavailable(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Self::TooManyAttempts { retry_after } | Self::Throttled { retry_after } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string())
         {
@@ -228,6 +243,20 @@ impl From<sqlx::Error> for ApiError {
             if db.is_foreign_key_violation() {
                 return Self::NotFound;
             }
+            match db.code().as_deref() {
+                // SQLITE_FULL; PostgreSQL disk_full.
+                Some("13" | "53100") => return Self::StorageFull(format!("database: {err}")),
+                // PostgreSQL shutting down, restarting or refusing connections
+                // (class 57P), connection exceptions (class 08).
+                Some(code) if code.starts_with("57P") || code.starts_with("08") => {
+                    return Self::Unavailable(format!("database: {err}"));
+                }
+                _ => {}
+            }
+        }
+        if matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        {
+            return Self::Unavailable(format!("database: {err}"));
         }
         Self::Internal(format!("database: {err}"))
     }

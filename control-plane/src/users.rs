@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::audit::{self, Event};
 use crate::auth::password::{self, Cost};
-use crate::auth::principal::{Admin, Principal};
+use crate::auth::principal::{Admin, Credential, Principal};
 use crate::crypto;
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
@@ -205,7 +205,8 @@ pub async fn get_one(State(state): State<AppState>, p: Principal, Path(id): Path
     Ok(Json(fetch(&state.db, &id).await?))
 }
 
-/// Updates a user (admin, or self for email, display name and password).
+/// Updates a user (admin, or self — with a token, not an API key — for
+/// email, display name and password).
 #[utoipa::path(patch, path = "/api/v1/users/{id}", request_body = UserPatch, responses((status = 200, body = User)))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -213,7 +214,12 @@ pub async fn patch(
     Path(id): Path<String>,
     Body(req): Body<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    if !p.may_act_for(&id) || (req.disabled.is_some() && !p.is_admin()) {
+    // An API key is a machine credential (a filter's sync key, a
+    // service's key): it may read its owner's record but never change it,
+    // or a leaked key would reset its owner's password or email. Only an
+    // admin-scoped key acts as an admin.
+    let by_key = matches!(p.credential, Credential::ApiKey { .. });
+    if !p.may_act_for(&id) || ((req.disabled.is_some() || by_key) && !p.is_admin()) {
         return Err(ApiError::Forbidden);
     }
     let email = req.email.as_deref().map(check_email).transpose()?;

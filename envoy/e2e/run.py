@@ -30,6 +30,14 @@ Groups:
           each refused on both workers within 1 s (envoy/e2e/replicas_e2e.py)
   attacks the attack corpus (SECURITY.md): forged and confused JWTs, header tricks, path
           tricks, API key near-misses and refusal timing (envoy/e2e/attacks.py)
+  faults  fault injection: kill -9 of the control plane during key creation and signing-key
+          rotation, sync feed responses delayed and cut mid-body (a TCP proxy), Envoy hot
+          restart under traffic, SQLite on a full tmpfs, PostgreSQL restart under load
+          (envoy/e2e/faults.py)
+  credits credits and remaining-uses keys metered by the filter: a max_uses=7 key passes
+          exactly 7 times over both workers, 5 granted credits buy exactly 5 metered
+          requests, a refill arrives, usage survives a control-plane restart and is
+          reported once (envoy/e2e/credits_e2e.py)
 
 Output: one line per check, `ok <name>: <detail>` or `FAIL <name>: <detail>`, then
 Envoy's log for any group with a failure, then exactly one line `N passed, M failed`.
@@ -41,7 +49,7 @@ Environment:
   MESHGATE_E2E_KEEP=1     keep the work directory (rendered bootstraps, logs)
   MESHGATE_E2E_VERBOSE=1  print Envoy's log even when every check passed
   MESHGATE_E2E_ONLY=a,b   run only these groups (limits, abuse, badcfg, sync, gateway, replicas,
-                          attacks)
+                          attacks, faults, credits)
   MESHGATE_BIN        control plane binary for `sync` and `gateway` (default <repo>/target/debug/meshgate;
                       `cargo build -p meshgate`)
 
@@ -78,6 +86,8 @@ import sync_e2e  # noqa: E402  (envoy/e2e/sync_e2e.py: the `sync` group)
 import gateway_e2e  # noqa: E402  (envoy/e2e/gateway_e2e.py: the `gateway` group)
 import replicas_e2e  # noqa: E402  (envoy/e2e/replicas_e2e.py: the `replicas` group)
 import attacks  # noqa: E402  (envoy/e2e/attacks.py: the `attacks` group)
+import faults  # noqa: E402  (envoy/e2e/faults.py: the `faults` group)
+import credits_e2e  # noqa: E402  (envoy/e2e/credits_e2e.py: the `credits` group)
 
 ENVOY = os.environ.get("ENVOY") or str(REPO / ".venv" / "bin" / "envoy")
 WASM = os.environ.get("MESHGATE_WASM") or str(
@@ -88,7 +98,7 @@ if not os.path.isabs(WASM):
 
 HTTP_TIMEOUT = 10  # seconds, per request
 READY_TIMEOUT = 40  # seconds, Envoy start-up (V8 compiles the module in every VM)
-DEADLINE = time.monotonic() + 330  # hard ceiling for the whole run (sync: ~90 s, gateway: ~30 s)
+DEADLINE = time.monotonic() + 430  # hard ceiling for the whole run (sync: ~90 s, gateway: ~30 s, faults: ~90 s)
 
 # --- test credentials (public, test-only) ----------------------------------------------
 ISSUER, AUDIENCE, KID = "meshgate-e2e", "meshgate-e2e-api", "e2e-hs256"
@@ -731,6 +741,8 @@ def main() -> int:
             ("gateway", lambda: gateway_e2e.group_gateway(sys.modules[__name__], work)),
             ("replicas", lambda: replicas_e2e.group_replicas(sys.modules[__name__], work)),
             ("attacks", lambda: attacks.group_attacks(sys.modules[__name__], work)),
+            ("faults", lambda: faults.group_faults(sys.modules[__name__], work)),
+            ("credits", lambda: credits_e2e.group_credits(sys.modules[__name__], work)),
         ]
         for gname, fn in groups:
             if only and gname not in only:

@@ -11,6 +11,7 @@ pub mod session;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -192,7 +193,17 @@ pub async fn refresh(
 /// Ends the caller's session (or all of the user's sessions with `all`).
 #[utoipa::path(post, path = "/api/v1/auth/logout", request_body = Option<LogoutRequest>,
     responses((status = 204), (status = 401, body = crate::error::Problem)))]
-pub async fn logout(State(state): State<AppState>, principal: Principal, body: Bytes) -> ApiResult<StatusCode> {
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<StatusCode> {
+    // Mapped here like every other body (the plain `Bytes` rejection answers
+    // an oversized body in text/plain, not problem+json).
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::MalformedJson(e.body_text()),
+    })?;
     let req: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
