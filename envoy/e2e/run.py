@@ -98,7 +98,7 @@ if not os.path.isabs(WASM):
 
 HTTP_TIMEOUT = 10  # seconds, per request
 READY_TIMEOUT = 40  # seconds, Envoy start-up (V8 compiles the module in every VM)
-DEADLINE = time.monotonic() + 430  # hard ceiling for the whole run (sync: ~90 s, gateway: ~30 s, faults: ~90 s)
+DEADLINE = time.monotonic() + 600  # hard ceiling for the whole run (sync: ~90 s, gateway: ~30 s, faults: ~90 s, credits: ~40 s)
 
 # --- test credentials (public, test-only) ----------------------------------------------
 ISSUER, AUDIENCE, KID = "meshgate-e2e", "meshgate-e2e-api", "e2e-hs256"
