@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Row};
+use sqlx::{Any, AnyPool, Connection, Row};
 
 /// An open transaction.
 pub type Tx = sqlx::Transaction<'static, Any>;
@@ -60,6 +60,11 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // A connection whose COMMIT failed (SQLITE_FULL) and whose
+            // ROLLBACK then found no transaction keeps sqlx's transaction
+            // depth at 1, and every later `BEGIN` on it fails: close it
+            // instead of lending it out again.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -27,6 +27,10 @@ pub struct User {
     pub username: String,
     /// Email (lower case).
     pub email: Option<String>,
+    /// Whether the address is proven: set by an admin, or by a provider or
+    /// email-code login. Only a verified address links an external login to
+    /// this user; one the user set themself is unverified.
+    pub email_verified: bool,
     /// Display name.
     pub display_name: Option<String>,
     /// Disabled users cannot log in or use their tokens and keys.
@@ -35,13 +39,14 @@ pub struct User {
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "id, username, email, display_name, disabled, created_at";
+const COLUMNS: &str = "id, username, email, email_verified, display_name, disabled, created_at";
 
 fn from_row(r: &AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: r.try_get("id")?,
         username: r.try_get("username")?,
         email: r.try_get("email")?,
+        email_verified: r.try_get::<i64, _>("email_verified")? != 0,
         display_name: r.try_get("display_name")?,
         disabled: r.try_get::<i64, _>("disabled")? != 0,
         created_at: r.try_get("created_at")?,
@@ -94,7 +99,8 @@ fn check_display_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Inserts a user (already validated); returns the id.
+/// Inserts a user (already validated); returns the id. `email` is stored
+/// as verified: every caller either is an admin or has proof of the address.
 pub async fn insert(
     tx: &mut Tx,
     username: &str,
@@ -104,12 +110,13 @@ pub async fn insert(
 ) -> Result<String, sqlx::Error> {
     let id = crypto::new_id();
     sqlx::query(
-        "INSERT INTO users (id, username, email, display_name, password_hash, disabled, created_at, updated_at) \
-         VALUES ($1, $2, $3, NULL, $4, 0, $5, $5)",
+        "INSERT INTO users (id, username, email, email_verified, display_name, password_hash, disabled, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, NULL, $5, 0, $6, $6)",
     )
     .bind(&id)
     .bind(username)
     .bind(email)
+    .bind(i64::from(email.is_some()))
     .bind(hash)
     .bind(now)
     .execute(&mut **tx)
@@ -133,7 +140,8 @@ pub struct NewUser {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
-    /// New email.
+    /// New email: verified when an admin sets it, unverified when the user
+    /// sets a new one themself.
     pub email: Option<String>,
     /// New display name.
     pub display_name: Option<String>,
@@ -236,6 +244,20 @@ pub async fn patch(
     let now = state.now();
     let mut tx = state.db.begin().await?;
     fetch_in(&mut tx, &id).await?;
+    if let Some(email) = &email {
+        // An admin vouches for the address; the user re-setting the same one
+        // keeps its proof; a new one set by the user is unverified until a
+        // provider or an email code proves it (see `login::accounts`).
+        sqlx::query(
+            "UPDATE users SET email_verified = CASE WHEN $1 = 1 THEN 1 WHEN email = $2 THEN email_verified ELSE 0 END \
+             WHERE id = $3",
+        )
+        .bind(i64::from(p.is_admin()))
+        .bind(email)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    }
     let updates: [(&str, Option<String>); 3] =
         [("email", email), ("display_name", req.display_name), ("password_hash", hash)];
     for (col, value) in updates.into_iter().filter_map(|(c, v)| v.map(|v| (c, v))) {

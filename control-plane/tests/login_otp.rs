@@ -127,3 +127,55 @@ async fn email_codes() {
     })
     .await;
 }
+
+/// Account pre-hijacking: a user who sets a victim's address on their own
+/// account must not receive the victim's later email-code login. The address
+/// is unverified; the proven login creates the victim's own account and takes
+/// the address away from the squatter. An address an admin set links.
+#[tokio::test]
+async fn self_set_email_does_not_capture_a_login() {
+    on_each_backend("self_set_email", |app| async move {
+        let admin = app.admin_token().await;
+        let mallory = app.create_user(&admin, "mallory", "correct horse battery").await;
+        let (s, v) = app.login("mallory", "correct horse battery", None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let token = v["access_token"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/users/{mallory}");
+        let (s, v) = app.call(Method::PATCH, &path, Some(&token), Some(json!({"email": "victim@example.org"}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!((v["email"].as_str(), &v["email_verified"]), (Some("victim@example.org"), &json!(false)));
+
+        // The victim proves the address: a new account, not mallory's.
+        let (s, _, _) = send(&app, "victim@example.org").await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let (s, _, v) = verify(&app, "victim@example.org", &code_for(&app, "victim@example.org")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["is_new_user"], true);
+        let (_, me) = app.call(Method::GET, "/api/v1/auth/me", v["access_token"].as_str(), None).await;
+        let victim = me["user"]["id"].as_str().unwrap().to_string();
+        assert_ne!(victim, mallory);
+        let (_, v) = app.call(Method::GET, &format!("/api/v1/users/{victim}"), Some(&admin), None).await;
+        assert_eq!((v["email"].as_str(), &v["email_verified"]), (Some("victim@example.org"), &json!(true)));
+        let (_, v) = app.call(Method::GET, &path, Some(&admin), None).await;
+        assert_eq!((&v["email"], &v["email_verified"]), (&Value::Null, &json!(false)), "the squatter lost it");
+        let (_, v) = app.call(Method::GET, "/api/v1/audit?action=user.email_released", Some(&admin), None).await;
+        assert!(v.to_string().contains(&mallory), "released address audited: {v}");
+
+        // Mallory cannot claim it back while the victim holds it (unique).
+        let (s, _) = app.call(Method::PATCH, &path, Some(&token), Some(json!({"email": "victim@example.org"}))).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+
+        // An address set by an admin is verified and links.
+        let carol = app.create_user(&admin, "carol", "correct horse battery").await;
+        let path = format!("/api/v1/users/{carol}");
+        let (_, v) = app.call(Method::PATCH, &path, Some(&admin), Some(json!({"email": "carol@example.org"}))).await;
+        assert_eq!(v["email_verified"], true, "{v}");
+        send(&app, "carol@example.org").await;
+        let (s, _, v) = verify(&app, "carol@example.org", &code_for(&app, "carol@example.org")).await;
+        assert_eq!((s, &v["is_new_user"]), (StatusCode::OK, &json!(false)), "{v}");
+        let (_, me) = app.call(Method::GET, "/api/v1/auth/me", v["access_token"].as_str(), None).await;
+        assert_eq!(me["user"]["id"].as_str(), Some(carol.as_str()));
+        app
+    })
+    .await;
+}

@@ -1,13 +1,21 @@
 //! From an external identity to a meshgate user.
 //!
-//! Rules, in order: a known `(provider, subject)` is that user; otherwise a
-//! **verified** email equal to a user's email links the identity to that
-//! user; otherwise a new user is created (keeping the email only when it is
-//! verified and free). An unverified email never links — otherwise anyone
-//! able to register that address at some provider could take the account.
+//! Rules, in order: a known `(provider, subject)` is that user; otherwise an
+//! email the identity **proves** (the provider says it is verified) that
+//! equals a user's **verified** email links the identity to that user;
+//! otherwise a new user is created, keeping the proven email. Both sides
+//! must be verified:
+//!
+//! - an unverified email at the provider never links, or anyone able to
+//!   register that address at some provider could take the account;
+//! - an unverified email on the user (one they set themself) never links,
+//!   or anyone could claim a victim's address before the victim's first
+//!   login and own the account the victim then uses (pre-hijacking). The
+//!   proven login takes the address away from the squatter instead.
 
 use sqlx::Row;
 
+use crate::audit::{self, Event};
 use crate::auth::password;
 use crate::crypto;
 use crate::db::Tx;
@@ -59,11 +67,24 @@ pub async fn resolve(tx: &mut Tx, state: &AppState, identity: &ExternalIdentity,
         Resolved { user_id: row.try_get(0)?, is_new: false }
     } else {
         let by_email = match verified {
-            Some(e) => sqlx::query("SELECT id FROM users WHERE email = $1").bind(e).fetch_optional(&mut **tx).await?,
+            Some(e) => {
+                sqlx::query("SELECT id, email_verified FROM users WHERE email = $1")
+                    .bind(e)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
             None => None,
         };
-        let resolved = match by_email {
-            Some(row) => Resolved { user_id: row.try_get(0)?, is_new: false },
+        let linked = match by_email {
+            Some(row) if row.try_get::<i64, _>(1)? != 0 => Some(row.try_get::<String, _>(0)?),
+            Some(row) => {
+                release_email(tx, &row.try_get::<String, _>(0)?, identity, now).await?;
+                None
+            }
+            None => None,
+        };
+        let resolved = match linked {
+            Some(user_id) => Resolved { user_id, is_new: false },
             None => Resolved { user_id: create_user(tx, state, identity, verified, now).await?, is_new: true },
         };
         sqlx::query(
@@ -90,6 +111,29 @@ pub async fn resolve(tx: &mut Tx, state: &AppState, identity: &ExternalIdentity,
     Ok(resolved)
 }
 
+/// Takes an unverified address away from `user_id`: the identity being
+/// resolved proved it belongs to someone else (or to the same person, who
+/// then gets a new account and can have an admin merge them).
+async fn release_email(tx: &mut Tx, user_id: &str, identity: &ExternalIdentity, now: i64) -> ApiResult<()> {
+    sqlx::query("UPDATE users SET email = NULL, email_verified = 0, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    let detail =
+        serde_json::json!({"reason": "unverified address proven by another login", "provider": identity.provider});
+    let event = Event {
+        action: "user.email_released",
+        actor: None,
+        target: Some(user_id),
+        ip: None,
+        outcome: "success",
+        detail: Some(detail),
+    };
+    audit::record(tx, now, event).await?;
+    Ok(())
+}
+
 /// Creates a passwordless user named after the hint or the email's local
 /// part (a random suffix on collision).
 async fn create_user(
@@ -102,8 +146,8 @@ async fn create_user(
     let base = username_base(identity.name_hint.as_deref().or(identity.email.as_deref()));
     let taken = sqlx::query("SELECT 1 FROM users WHERE username = $1").bind(&base).fetch_optional(&mut **tx).await?;
     let username = if taken.is_some() { format!("{base}-{}", crypto::hex(&crypto::random_bytes::<4>())) } else { base };
-    // A verified address already used by another account cannot reach here
-    // (it would have linked); an unverified one is not stored.
+    // A proven address used by another account cannot reach here (it
+    // linked, or was released); an unproven one is not stored.
     let email = match verified_email {
         Some(e) => {
             let used = sqlx::query("SELECT 1 FROM users WHERE email = $1").bind(e).fetch_optional(&mut **tx).await?;
