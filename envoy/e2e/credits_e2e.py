@@ -169,6 +169,7 @@ def group_credits(h, work: Path) -> None:
         R.check(got == 0 and total == GRANT + REFILL,
                 f"{name}: after the restart the unsent usage arrives exactly once",
                 f"balance={got} ledger usage={total} (want 0 and {GRANT + REFILL})")
+        time.sleep(1.1)  # request counters reach Envoy on the filter's tick
         stats = h.fetch(stack.admin_port, "/stats?filter=meshgate.denied.credits").body.decode()
         R.check("credits-exhausted" in stats, f"{name}: refusals counted in Envoy stats",
                 " ".join(l.strip() for l in stats.splitlines() if "exhausted" in l))

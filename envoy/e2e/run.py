@@ -333,6 +333,9 @@ class Stack:
             c.close()
 
     def stats(self, filt: str) -> dict[str, int]:
+        # The filter sums its request counters and hands them to Envoy on its tick (1 s, or
+        # the sync feed's 200 ms): wait one tick so the last requests are counted.
+        time.sleep(1.1)
         status, text = self.admin(f"/stats?filter={filt}")
         out: dict[str, int] = {}
         for line in text.splitlines():

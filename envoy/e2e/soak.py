@@ -440,7 +440,7 @@ class Soak:
             t.join(timeout=self.secs + 60)
         self.stop.set()
         sampler.join(timeout=30)
-        time.sleep(0.5)
+        time.sleep(1.5)  # the filter hands request counters to Envoy on its tick (≤ 1 s)
         self.final = self.sample(t0)
         self.samples.append(self.final)
         return None

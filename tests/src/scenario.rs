@@ -239,8 +239,13 @@ impl ScenarioResult {
         self.logs().iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n")
     }
 
-    /// A metric's value by name (`None` when the module never defined it).
-    pub fn metric(&self, name: &str) -> Option<i64> {
+    /// A metric's value by name (`None` when the module never defined it), after a tick:
+    /// the filter sums request counters and hands them to Envoy on its tick, as Envoy's
+    /// stats show them within a second.
+    pub fn metric(&mut self, name: &str) -> Option<i64> {
+        if let Err(e) = self.vm.tick() {
+            panic!("tick before reading metrics: {e}");
+        }
         self.host.metric(name).map(|m| m.value)
     }
 }

@@ -292,3 +292,96 @@ fn ipv6_clients_are_counted_per_64() {
     assert!(outcome(&engine, &Req::get("/public/x").peer("192.0.2.77:1"), NOW_US, &store).is_ok());
     assert!(outcome(&engine, &Req::get("/public/x").peer("[::ffff:192.0.2.77]:1"), NOW_US, &store).is_err());
 }
+
+/// A [`MemoryStore`] that counts reads (each one a host call and a copy in Envoy).
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    reads: std::cell::Cell<u64>,
+}
+
+impl CounterStore for CountingStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u32), StoreError> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+fn decide_ok(engine: &Engine, req: &Req, now_us: u64, store: &dyn CounterStore) -> bool {
+    matches!(engine.decide(&req.view(), now_us, store), Decision::Allow(_))
+}
+
+fn per_ip_fast(limit: u32) -> Value {
+    json!({"rules": [{"name": "per-ip", "key": ["ip"], "limit": limit, "window_secs": 1}]})
+}
+
+#[test]
+fn lease_sizes_follow_the_rate() {
+    use meshgate_core::ratelimit::{gcra::Gcra, lease_size};
+    assert_eq!(lease_size(&Gcra::new(100, 60, 100)), 1, "slow limits stay exact");
+    assert_eq!(lease_size(&Gcra::new(127, 1, 127)), 1);
+    assert_eq!(lease_size(&Gcra::new(1_000, 1, 1_000)), 15);
+    assert_eq!(lease_size(&Gcra::new(6_000_000, 60, 6_000_000)), 64);
+    assert_eq!(lease_size(&Gcra::new(100_000, 1, 100)), 1, "a small burst keeps it exact");
+}
+
+#[test]
+fn fast_limits_take_cells_in_batches_and_never_admit_more_than_the_limit() {
+    let store = CountingStore::default();
+    let a = engine_with(per_ip_fast(6_400));
+    let b = engine_with(per_ip_fast(6_400));
+    assert_eq!(a.config.rate_limits.rules[0].lease, 64);
+    a.config.rate_limits.init(&store.inner).unwrap_or_else(|e| panic!("{e}"));
+    let req = Req::get("/public/x");
+    store.reads.set(0);
+    let admitted = (0..8_000).filter(|i| decide_ok(if i % 2 == 0 { &a } else { &b }, &req, NOW_US, &store)).count();
+    // Every cell taken is used: exactly the burst, from two workers.
+    assert_eq!(admitted, 6_400);
+    // 6 400 / 64 takes, plus the refusals (no cell in hand, so shared data is asked).
+    let reads = store.reads.get();
+    assert!(reads <= 100 + 1_600 + 4, "{reads} shared reads for 8 000 requests");
+    assert!(reads < 8_000 / 4, "{reads}");
+}
+
+#[test]
+fn held_cells_expire_and_are_never_counted_twice() {
+    let store = CountingStore::default();
+    let a = engine_with(per_ip_fast(6_400));
+    let req = Req::get("/public/x");
+    assert!(decide_ok(&a, &req, NOW_US, &store));
+    let after_take = store.reads.get();
+    for i in 0..63 {
+        assert!(decide_ok(&a, &req, NOW_US + i, &store), "held cell {i}");
+    }
+    assert_eq!(store.reads.get(), after_take, "63 held cells, no shared read");
+    // The 65th request takes again.
+    assert!(decide_ok(&a, &req, NOW_US + 100, &store));
+    assert_eq!(store.reads.get(), after_take + 1);
+    // Past the hold time the rest are dropped: the next request asks shared data.
+    assert!(decide_ok(&a, &req, NOW_US + 100 + LEASE, &store));
+    assert_eq!(store.reads.get(), after_take + 2);
+    // A second worker gets the rest of the refilled burst: the 64 cells the first one took
+    // at that moment are counted in shared data.
+    let b = engine_with(per_ip_fast(6_400));
+    let admitted = (0..10_000).filter(|_| decide_ok(&b, &req, NOW_US + 200 + LEASE, &store)).count();
+    assert!((6_330..=6_336).contains(&admitted), "{admitted}");
+}
+
+const LEASE: u64 = meshgate_core::ratelimit::LEASE_TTL_US;
+
+#[test]
+fn allowed_responses_with_fields_stay_exact() {
+    let store = CountingStore::default();
+    let mut limits = per_ip_fast(6_400);
+    limits["headers_on_allowed"] = json!(true);
+    let a = engine_with(limits);
+    let req = Req::get("/public/x");
+    for _ in 0..10 {
+        assert!(decide_ok(&a, &req, NOW_US, &store));
+    }
+    assert_eq!(store.reads.get(), 10, "one shared read per request");
+}

@@ -78,7 +78,29 @@ impl Http {
         }
     }
 
-    fn apply(&mut self, allow: &Allow<'_>) -> Result<(), proxy_wasm::types::Status> {
+    /// Edits the request headers: removals, identity headers, the
+    /// normalised path. Two edits or more go in one host call that replaces
+    /// the whole map (Envoy's `setHeaderMapPairs` removes every header, then
+    /// adds the pairs in order): each call crosses the Wasm boundary, which
+    /// costs more in V8 than copying a request's headers.
+    fn apply(&mut self, allow: &Allow<'_>, headers: &[(String, Vec<u8>)]) -> Result<(), proxy_wasm::types::Status> {
+        let edits = allow.remove.len() + allow.set.len() + usize::from(allow.rewrite_path.is_some());
+        if edits >= 2 {
+            let dropped = |name: &str| {
+                allow.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+                    || allow.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
+            };
+            let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + allow.set.len());
+            for (name, value) in headers {
+                match &allow.rewrite_path {
+                    Some(path) if name == ":path" => pairs.push((":path", path.as_bytes())),
+                    _ if dropped(name) => {}
+                    _ => pairs.push((name.as_str(), value.as_slice())),
+                }
+            }
+            pairs.extend(allow.set.iter().map(|(name, value)| (*name, value.as_bytes())));
+            return hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs);
+        }
         for name in &allow.remove {
             hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)?;
         }
@@ -124,7 +146,7 @@ impl HttpContext for Http {
                         return self.send(&response, &engine.config.security_headers);
                     }
                 }
-                if self.apply(&allow).is_err() {
+                if self.apply(&allow, &headers).is_err() {
                     return self.fail();
                 }
                 self.metrics.allowed(allow.identity.as_ref().map(|i| i.method));

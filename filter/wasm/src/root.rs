@@ -22,6 +22,9 @@ use std::time::{Duration, UNIX_EPOCH};
 /// How often the poller looks at its lease and the published head.
 const TICK: Duration = Duration::from_millis(200);
 
+/// The tick without a sync feed: request counters reach Envoy this often.
+const METRICS_TICK: Duration = Duration::from_secs(1);
+
 /// Per-VM state shared by HTTP contexts.
 #[derive(Default)]
 pub struct Root {
@@ -71,8 +74,10 @@ impl Root {
 
 impl Context for Root {
     fn on_done(&mut self) -> bool {
-        // The VM is going away (plugin removed or replaced): a snapshot it
-        // was receiving would otherwise stay in shared data unreferenced.
+        // The VM is going away (plugin removed or replaced): its counts go
+        // to Envoy now, and a snapshot it was receiving would otherwise stay
+        // in shared data unreferenced.
+        self.metrics.flush();
         if let Some(poller) = self.poller.borrow_mut().as_mut() {
             poller.stop();
         }
@@ -144,6 +149,7 @@ impl RootContext for Root {
                 if config.sync.is_some() { ", following the sync feed" } else { "" }
             ),
         );
+        self.metrics.flush();
         self.metrics = Rc::new(Metrics::define(&config));
         *self.engine.borrow_mut() = Some(Rc::new(Engine::from_shared(Arc::clone(&config))));
         if let Some(cfg) = &config.sync {
@@ -152,6 +158,8 @@ impl RootContext for Root {
                 log(LogLevel::Error, "meshgate: cannot set a tick period for the sync feed");
                 return false;
             }
+        } else if hostcalls::set_tick_period(METRICS_TICK).is_err() {
+            log(LogLevel::Warn, "meshgate: cannot set a tick period: request counters reach Envoy when the VM ends");
         }
         if let (Some(credits), Some(sync)) = (&config.credits, &config.sync) {
             if let Err(err) = meshgate_core::credits::records::init(&SharedData) {
@@ -166,6 +174,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        self.metrics.flush();
+        if self.config.as_ref().is_none_or(|c| c.sync.is_none()) {
+            return;
+        }
         let now = now_ms();
         let head = sync::read_head();
         self.follow_published(head);
@@ -187,11 +199,13 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let mut stale = false;
         if self.config.as_ref().is_some_and(|c| c.sync.is_some()) {
-            let now = now_ms();
             let head = sync::read_head();
             self.follow_published(head);
-            if let Some(poller) = self.poller.borrow().as_ref() {
-                stale = poller.config().on_stale == StalePolicy::FailClosed && poller.is_stale(head, now);
+            // The clock is one more host call: only the fail-closed policy needs it here.
+            if let Some(poller) = self.poller.borrow().as_ref()
+                && poller.config().on_stale == StalePolicy::FailClosed
+            {
+                stale = poller.is_stale(head, now_ms());
             }
         }
         let engine = self.engine.borrow().clone();

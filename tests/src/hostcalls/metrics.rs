@@ -3,7 +3,7 @@
 
 use wasmtime::{Linker, Result, bail};
 
-use super::named;
+use super::{named, tally};
 use crate::abi::{MetricType, Status};
 use crate::memory::{Ctx, read_string, write_u32, write_u64};
 use crate::state::VmState;
@@ -13,9 +13,13 @@ pub(super) fn add(l: &mut Linker<VmState>) -> Result<()> {
         named("proxy_define_metric", define(&mut c, kind, np, nn, oid))
     })?;
     l.func_wrap("env", "proxy_increment_metric", |c: Ctx<'_>, id: u32, offset: i64| {
+        tally("proxy_increment_metric");
         Ok(increment(&c, id, offset).code())
     })?;
-    l.func_wrap("env", "proxy_record_metric", |c: Ctx<'_>, id: u32, value: u64| Ok(record(&c, id, value).code()))?;
+    l.func_wrap("env", "proxy_record_metric", |c: Ctx<'_>, id: u32, value: u64| {
+        tally("proxy_record_metric");
+        Ok(record(&c, id, value).code())
+    })?;
     l.func_wrap("env", "proxy_get_metric", |mut c: Ctx<'_>, id: u32, out: u32| {
         named("proxy_get_metric", get(&mut c, id, out))
     })?;

@@ -2,7 +2,7 @@
 
 use wasmtime::{Linker, Result, bail};
 
-use super::named;
+use super::{named, tally};
 use crate::abi::{LogLevel, Status};
 use crate::memory::{Ctx, read, read_string, return_bytes, write_u32, write_u64};
 use crate::state::{LogLine, VmState};
@@ -20,10 +20,12 @@ pub(super) fn add(l: &mut Linker<VmState>) -> Result<()> {
         named("proxy_get_current_time_nanoseconds", write_u64(&mut c, out, now).map(|()| Status::Ok))
     })?;
     l.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut c: Ctx<'_>, ms: u32| {
+        tally("proxy_set_tick_period_milliseconds");
         c.data_mut().tick_period_ms = ms;
         Ok(Status::Ok.code())
     })?;
     l.func_wrap("env", "proxy_set_effective_context", |mut c: Ctx<'_>, id: u32| {
+        tally("proxy_set_effective_context");
         let s = c.data_mut();
         if id != s.root_context_id && !s.streams.contains_key(&id) {
             return Ok(Status::BadArgument.code());
@@ -31,7 +33,10 @@ pub(super) fn add(l: &mut Linker<VmState>) -> Result<()> {
         s.effective_context = id;
         Ok(Status::Ok.code())
     })?;
-    l.func_wrap("env", "proxy_done", |_c: Ctx<'_>| Ok(Status::Ok.code()))?;
+    l.func_wrap("env", "proxy_done", |_c: Ctx<'_>| {
+        tally("proxy_done");
+        Ok(Status::Ok.code())
+    })?;
     l.func_wrap("env", "proxy_get_property", |mut c: Ctx<'_>, ptr: u32, len: u32, out_ptr: u32, out_len: u32| {
         named("proxy_get_property", get_property(&mut c, ptr, len, out_ptr, out_len))
     })?;

@@ -4,6 +4,9 @@
 //! an argument this host does not model) traps with the call's name instead of returning a
 //! status the SDK would turn into a panic far from the cause.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use wasmtime::error::Context as _;
 use wasmtime::{Linker, Result};
 
@@ -26,7 +29,25 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmState>) -> Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// Host calls made on this thread, by name (see [`host_calls`]).
+    static TALLY: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Counts one call of `name` on this thread.
+pub(crate) fn tally(name: &'static str) {
+    TALLY.with(|t| *t.borrow_mut().entry(name).or_default() += 1);
+}
+
+/// The host calls the guest made on this thread since the last call, by name, and resets
+/// the count. Each crossing of the Wasm boundary costs far more in V8 than the work
+/// behind most calls, so tests pin how many a request makes.
+pub fn host_calls() -> BTreeMap<&'static str, u64> {
+    TALLY.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
 /// Names the host call in an error, and turns a status into the returned code.
 pub(crate) fn named(name: &'static str, result: Result<Status>) -> Result<u32> {
+    tally(name);
     result.map(Status::code).context(name)
 }

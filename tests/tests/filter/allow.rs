@@ -79,7 +79,7 @@ fn guest_may_read_a_guest_route() {
 
 #[test]
 fn public_route_without_credential_passes_anonymously() {
-    let r = get("/health", &[]);
+    let mut r = get("/health", &[]);
     let h = r.allowed();
     assert!(!h.contains("x-auth-method"));
     assert!(!h.contains("x-user-id"));
@@ -145,7 +145,7 @@ fn custom_header_names_are_used_for_injection() {
 
 #[test]
 fn allowed_requests_are_counted_by_method() {
-    let r = get("/reports/q1", &[("x-api-key", &api_key())]);
+    let mut r = get("/reports/q1", &[("x-api-key", &api_key())]);
     r.allowed();
     assert_eq!(r.metric("meshgate.allowed"), Some(1));
     assert_eq!(r.metric("meshgate.allowed.api_key"), Some(1));

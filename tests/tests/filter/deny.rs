@@ -7,7 +7,7 @@ use crate::common::*;
 
 #[test]
 fn missing_credentials_is_401_with_a_bare_challenge() {
-    let r = get("/api/x", &[]);
+    let mut r = get("/api/x", &[]);
     let body = assert_denied(&r, 401, "missing-credentials");
     assert_eq!(challenge(&r), "Bearer realm=\"meshgate\"");
     assert_eq!(body["route"], "api");
@@ -237,7 +237,7 @@ fn unusable_configuration_fails_closed_with_503() {
 
 #[test]
 fn denials_are_counted_by_reason() {
-    let r = get_with_token("/api/x", &token_with(json!({"exp": NOW - 3600})));
+    let mut r = get_with_token("/api/x", &token_with(json!({"exp": NOW - 3600})));
     assert_eq!(r.metric("meshgate.denied"), Some(1));
     assert_eq!(r.metric("meshgate.denied.token-expired"), Some(1));
     assert_eq!(r.metric("meshgate.allowed"), Some(0));

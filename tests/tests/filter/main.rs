@@ -8,6 +8,7 @@ mod config;
 mod credits;
 mod deny;
 mod fuzz;
+mod hot_path;
 mod multi_vm;
 mod paths;
 mod ratelimit;

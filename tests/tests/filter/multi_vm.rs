@@ -32,6 +32,10 @@ fn metrics_aggregate_across_workers() {
     a.roundtrip(&Request::get("/api/x").bearer(&token())).unwrap();
     b.roundtrip(&Request::get("/api/x").bearer(&token())).unwrap();
     b.roundtrip(&Request::get("/internal/x")).unwrap();
+    // Each VM hands its request counts to Envoy on its tick.
+    assert_eq!(host.metric("meshgate.allowed").map(|m| m.value), Some(0));
+    a.tick().unwrap();
+    b.tick().unwrap();
     assert_eq!(host.metric("meshgate.allowed").map(|m| m.value), Some(2));
     assert_eq!(host.metric("meshgate.allowed.jwt").map(|m| m.value), Some(2));
     assert_eq!(host.metric("meshgate.denied.route-denied").map(|m| m.value), Some(1));

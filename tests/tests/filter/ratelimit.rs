@@ -137,6 +137,7 @@ fn shadow_rules_count_but_never_refuse() {
     for _ in 0..3 {
         assert_eq!(status(&send(&mut vms[0], &user_request("u1")).0), 200);
     }
+    vms[0].tick().unwrap();
     assert_eq!(host.metric("meshgate.ratelimit.trial.shadow_limited").map(|m| m.value), Some(2));
     assert_eq!(host.metric("meshgate.ratelimit.trial.allowed").map(|m| m.value), Some(1));
 }

@@ -74,6 +74,30 @@ impl Gcra {
             new_tat_us: new_tat,
         }
     }
+
+    /// Like [`Gcra::check`], but takes up to `n` cells at once when the
+    /// request is admitted: as many as fit in the burst right now, at least
+    /// one. Returns the verdict (for the first cell) and the cells taken;
+    /// the TAT to store accounts for all of them.
+    pub fn check_n(&self, tat_us: u64, now_us: u64, n: u32) -> (Verdict, u32) {
+        let first = self.check(tat_us, now_us);
+        if !first.allowed || n <= 1 {
+            return (first, u32::from(first.allowed));
+        }
+        let tat = tat_us.max(now_us);
+        let horizon = now_us + self.tolerance_us + self.interval_us;
+        let room = horizon.saturating_sub(tat) / self.interval_us;
+        let taken = room.clamp(1, u64::from(n));
+        let new_tat = tat + taken * self.interval_us;
+        let remaining = horizon.saturating_sub(new_tat) / self.interval_us;
+        let verdict = Verdict {
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset_secs: ceil_secs(new_tat - now_us),
+            new_tat_us: new_tat,
+            ..first
+        };
+        (verdict, u32::try_from(taken).unwrap_or(1))
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +119,28 @@ mod tests {
         let mut tat = 0;
         let admitted = (0..1000).filter(|_| run(&g, &mut tat, T0)).count();
         assert_eq!(admitted, 100);
+    }
+
+    #[test]
+    fn taking_several_cells_never_exceeds_the_burst() {
+        let g = Gcra::new(100, 60, 100);
+        let mut tat = 0;
+        let mut cells = 0;
+        while cells < 200 {
+            let (v, n) = g.check_n(tat, T0, 64);
+            if !v.allowed {
+                break;
+            }
+            tat = v.new_tat_us;
+            cells += n;
+        }
+        assert_eq!(cells, 100, "64 + 36: the last take is cut to what fits");
+        let (v, n) = g.check_n(tat, T0, 64);
+        assert_eq!((v.allowed, n, v.new_tat_us), (false, 0, tat));
+        // One cell back after one interval; n = 1 is `check`.
+        let (v, n) = g.check_n(tat, T0 + 600_000, 64);
+        assert_eq!((v.allowed, n), (true, 1));
+        assert_eq!(g.check_n(0, T0, 1), (g.check(0, T0), 1));
     }
 
     #[test]

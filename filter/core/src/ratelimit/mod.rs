@@ -46,6 +46,102 @@ pub struct Rule {
     /// Count only.
     pub shadow: bool,
     table: SlotTable,
+    /// Cells a worker takes from the shared counter at once (1: every
+    /// request goes to shared data). See [`lease_size`].
+    pub lease: u32,
+    leases: Leases,
+}
+
+/// Most cells one worker takes at once for one key.
+pub const LEASE_MAX: u32 = 64;
+/// How long a worker keeps cells it took and has not used yet.
+pub const LEASE_TTL_US: u64 = 1_000_000;
+/// Keys with cells in hand per rule and worker; emptied when full.
+const LEASE_KEYS: usize = 4096;
+
+/// Cells per take for a limit: `LEASE_MAX` at most, and at most 1/64 of
+/// both the rate per second and the burst, so the cells a worker may hold
+/// and lose (taken, unused within [`LEASE_TTL_US`]) stay under 1/64 of the
+/// rate per worker. Limits under 128 per second take one cell at a time:
+/// exact, every request reads and writes shared data.
+pub fn lease_size(gcra: &Gcra) -> u32 {
+    let per_sec = u64::from(gcra.limit) / u64::from(gcra.window_secs.max(1));
+    let k = (per_sec / 64).min(u64::from(gcra.burst / 64)).min(u64::from(LEASE_MAX));
+    u32::try_from(k).unwrap_or(1).max(1)
+}
+
+/// Cells a worker took from a rule's shared counter and has not used yet,
+/// by a local hash of the counter key. A request that finds one here is
+/// admitted without touching shared data (two host calls and a SHA-256 in
+/// V8); the shared counter already counts it, so limits are never
+/// exceeded, and cells not used within [`LEASE_TTL_US`] are lost.
+#[derive(Default)]
+struct Leases {
+    held: std::sync::Mutex<std::collections::HashMap<u64, Lease>>,
+    hasher: std::hash::RandomState,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    left: u32,
+    until_us: u64,
+    /// The shared TAT after the take: when the quota is whole again.
+    tat_us: u64,
+}
+
+impl Leases {
+    fn local_key(&self, parts: &[String]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(parts)
+    }
+
+    /// Uses one held cell for `key`, if any is still valid.
+    fn take(&self, key: u64, now_us: u64) -> Option<Verdict> {
+        let mut held = self.held.lock().ok()?;
+        let lease = held.get_mut(&key)?;
+        if lease.left == 0 || now_us >= lease.until_us {
+            held.remove(&key);
+            return None;
+        }
+        lease.left -= 1;
+        Some(Verdict {
+            allowed: true,
+            remaining: lease.left,
+            reset_secs: lease.tat_us.saturating_sub(now_us).div_ceil(1_000_000),
+            retry_after_secs: 0,
+            new_tat_us: lease.tat_us,
+        })
+    }
+
+    fn keep(&self, key: u64, lease: Lease) {
+        let Ok(mut held) = self.held.lock() else { return };
+        if held.len() >= LEASE_KEYS {
+            held.clear();
+        }
+        held.insert(key, lease);
+    }
+}
+
+impl Clone for Leases {
+    /// A copy starts with nothing in hand (cells belong to one worker).
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Leases {
+    /// Cells in hand are state, not configuration.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Leases {}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Leases")
+    }
 }
 
 /// Which limit an event is about.
@@ -188,13 +284,16 @@ fn compile_rule(rule: &RateLimitRule, i: usize) -> Result<Rule, ConfigError> {
         .map(|(k, p)| compile_key(p, &format!("{field}.key[{k}]")))
         .collect::<Result<_, _>>()?;
     let max_keys = rule.max_keys.unwrap_or(65_536).clamp(64, 1 << 22);
+    let gcra = Gcra::new(rule.limit, rule.window_secs, burst);
     Ok(Rule {
         name: rule.name.clone(),
         routes: rule.routes.clone(),
         key,
-        gcra: Gcra::new(rule.limit, rule.window_secs, burst),
+        gcra,
         shadow: rule.shadow,
         table: SlotTable::new(format!("mg:rl:{}:", rule.name), max_keys.div_ceil(table::BUCKET as u32)),
+        lease: lease_size(&gcra),
+        leases: Leases::default(),
     })
 }
 
@@ -299,7 +398,7 @@ impl RateLimits {
         Ok(abuse.blocked(store, ip, now_us)?.map(block_refusal))
     }
 
-    fn key_for(&self, rule: &Rule, input: &LimitInput<'_>) -> Option<u64> {
+    fn key_parts(&self, rule: &Rule, input: &LimitInput<'_>) -> Option<Vec<String>> {
         let mut parts: Vec<String> = vec![rule.name.clone()];
         for part in &rule.key {
             let value = match part {
@@ -322,8 +421,42 @@ impl RateLimits {
             };
             parts.push(value);
         }
+        Some(parts)
+    }
+
+    /// One rule for one key: a held cell when there is one, else the shared
+    /// counter (taking up to `rule.lease` cells, keeping the spare ones).
+    /// Allowed responses that show `RateLimit` fields need the exact shared
+    /// state, so `headers_on_allowed` takes one cell at a time.
+    fn run_rule(
+        &self,
+        rule: &Rule,
+        parts: &[String],
+        store: &dyn CounterStore,
+        now_us: u64,
+    ) -> Result<Verdict, StoreError> {
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        Some(hash_key(&refs))
+        if rule.lease <= 1 || self.headers_on_allowed {
+            return self.run(&rule.table, &rule.gcra, hash_key(&refs), store, now_us);
+        }
+        let local = rule.leases.local_key(parts);
+        if let Some(verdict) = rule.leases.take(local, now_us) {
+            return Ok(verdict);
+        }
+        let (verdict, taken) = rule.table.update(store, hash_key(&refs), now_us, |mut e| {
+            let (v, taken) = rule.gcra.check_n(e.data[0], now_us, rule.lease);
+            if !v.allowed {
+                return (None, (v, 0));
+            }
+            e.data[0] = v.new_tat_us;
+            e.expires_us = v.new_tat_us;
+            (Some(e), (v, taken))
+        })?;
+        if taken > 1 {
+            let lease = Lease { left: taken - 1, until_us: now_us + LEASE_TTL_US, tat_us: verdict.new_tat_us };
+            rule.leases.keep(local, lease);
+        }
+        Ok(verdict)
     }
 
     fn run(
@@ -359,8 +492,8 @@ impl RateLimits {
             if !rule.routes.is_empty() && !rule.routes.iter().any(|r| r == input.route) {
                 continue;
             }
-            let Some(hash) = self.key_for(rule, input) else { continue };
-            let verdict = self.run(&rule.table, &rule.gcra, hash, store, now_us)?;
+            let Some(parts) = self.key_parts(rule, input) else { continue };
+            let verdict = self.run_rule(rule, &parts, store, now_us)?;
             let event = match (verdict.allowed, rule.shadow) {
                 (true, _) => RuleEvent::Allowed,
                 (false, true) => RuleEvent::ShadowLimited,
