@@ -62,6 +62,9 @@ pub struct Vm {
     /// Set after a trap: the instance's state is undefined, like a crashed Envoy VM.
     crashed: Option<String>,
     pub(crate) next_context: u32,
+    /// Wasm fuel (about one unit per instruction) the guest's callbacks used (see
+    /// [`Vm::take_fuel`]).
+    fuel: u64,
 }
 
 impl std::fmt::Debug for Vm {
@@ -112,7 +115,7 @@ impl Vm {
             .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
             .map_err(|_| HostError::Usage("module exports no proxy_on_memory_allocate".into()))?;
         store.data_mut().exports = Some(Exports { memory, alloc });
-        let mut vm = Vm { store, instance, crashed: None, next_context: ROOT_CONTEXT_ID + 1 };
+        let mut vm = Vm { store, instance, crashed: None, next_context: ROOT_CONTEXT_ID + 1, fuel: 0 };
         vm.run_start()?;
         vm.call::<(u32, u32), ()>("proxy_on_context_create", ROOT_CONTEXT_ID, (ROOT_CONTEXT_ID, 0))?;
         let size = vm.store.data().vm_config.len() as u32;
@@ -180,6 +183,7 @@ impl Vm {
         self.store.data_mut().effective_context = context;
         self.store.set_fuel(FUEL_PER_CALL).map_err(|e| HostError::Usage(format!("{e:?}")))?;
         let result = func.call(&mut self.store, params);
+        self.fuel += FUEL_PER_CALL.saturating_sub(self.store.get_fuel().unwrap_or(FUEL_PER_CALL));
         self.store.data_mut().effective_context = ROOT_CONTEXT_ID;
         match result {
             Ok(r) => Ok(Some(r)),
@@ -198,6 +202,14 @@ impl Vm {
                 Err(error)
             }
         }
+    }
+
+    /// Wasm fuel the guest used since the last call (callbacks, and the allocations the host
+    /// asked of it meanwhile), and resets the count. Wasmtime charges about one unit per Wasm
+    /// instruction: a deterministic measure of the work a request costs inside the module,
+    /// independent of the machine's load.
+    pub fn take_fuel(&mut self) -> u64 {
+        std::mem::take(&mut self.fuel)
     }
 
     /// Whether the VM trapped earlier (it refuses further calls, like a dead Envoy VM).

@@ -14,6 +14,8 @@ pub mod abuse;
 pub mod gcra;
 pub mod table;
 
+use std::borrow::Cow;
+
 use crate::config::ConfigError;
 use crate::credential::HeaderPair;
 use crate::identity::Identity;
@@ -77,8 +79,30 @@ pub fn lease_size(gcra: &Gcra) -> u32 {
 /// exceeded, and cells not used within [`LEASE_TTL_US`] are lost.
 #[derive(Default)]
 struct Leases {
-    held: std::sync::Mutex<std::collections::HashMap<u64, Lease>>,
+    /// Keyed by [`Leases::local_key`], already a keyed SipHash: the map
+    /// does not hash it again.
+    held: std::sync::Mutex<std::collections::HashMap<u64, Lease, std::hash::BuildHasherDefault<Prehashed>>>,
     hasher: std::hash::RandomState,
+}
+
+/// A `Hasher` for keys that are already keyed hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +114,7 @@ struct Lease {
 }
 
 impl Leases {
-    fn local_key(&self, parts: &[String]) -> u64 {
+    fn local_key(&self, parts: &[Cow<'_, str>]) -> u64 {
         use std::hash::BuildHasher;
         self.hasher.hash_one(parts)
     }
@@ -398,26 +422,30 @@ impl RateLimits {
         Ok(abuse.blocked(store, ip, now_us)?.map(block_refusal))
     }
 
-    fn key_parts(&self, rule: &Rule, input: &LimitInput<'_>) -> Option<Vec<String>> {
-        let mut parts: Vec<String> = vec![rule.name.clone()];
+    /// The parts of `rule`'s counter key for this request, borrowed where
+    /// they can be (the hot path should not allocate per part).
+    fn key_parts<'a>(&self, rule: &'a Rule, input: &LimitInput<'a>) -> Option<Vec<Cow<'a, str>>> {
+        let mut parts: Vec<Cow<'a, str>> = Vec::with_capacity(rule.key.len() + 1);
+        parts.push(Cow::Borrowed(rule.name.as_str()));
         for part in &rule.key {
             let value = match part {
-                KeyPart::Ip => ip_bucket(input.ip?),
-                KeyPart::User => input.identity.map(|i| i.subject.as_str()).filter(|s| !s.is_empty())?.to_owned(),
-                KeyPart::ApiKey => input.identity?.key_id.clone()?,
-                KeyPart::App => input.identity?.app_id.clone()?,
-                KeyPart::Route => input.route.to_owned(),
-                KeyPart::Header(name) => input
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .and_then(|(_, v)| std::str::from_utf8(v).ok())?
-                    .to_owned(),
-                KeyPart::Claim(claim) => match claim.as_str() {
-                    "sub" => Some(input.identity?.subject.clone()),
-                    "app_id" => input.identity?.app_id.clone(),
-                    _ => input.identity?.session_id.clone(),
-                }?,
+                KeyPart::Ip => Cow::Owned(ip_bucket(input.ip?)),
+                KeyPart::User => Cow::Borrowed(input.identity.map(|i| i.subject.as_str()).filter(|s| !s.is_empty())?),
+                KeyPart::ApiKey => Cow::Borrowed(input.identity?.key_id.as_deref()?),
+                KeyPart::App => Cow::Borrowed(input.identity?.app_id.as_deref()?),
+                KeyPart::Route => Cow::Borrowed(input.route),
+                KeyPart::Header(name) => Cow::Borrowed(
+                    input
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok())?,
+                ),
+                KeyPart::Claim(claim) => Cow::Borrowed(match claim.as_str() {
+                    "sub" => Some(input.identity?.subject.as_str()),
+                    "app_id" => input.identity?.app_id.as_deref(),
+                    _ => input.identity?.session_id.as_deref(),
+                }?),
             };
             parts.push(value);
         }
@@ -431,11 +459,11 @@ impl RateLimits {
     fn run_rule(
         &self,
         rule: &Rule,
-        parts: &[String],
+        parts: &[Cow<'_, str>],
         store: &dyn CounterStore,
         now_us: u64,
     ) -> Result<Verdict, StoreError> {
-        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
         if rule.lease <= 1 || self.headers_on_allowed {
             return self.run(&rule.table, &rule.gcra, hash_key(&refs), store, now_us);
         }
