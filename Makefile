@@ -127,9 +127,9 @@ soak: build $(ENVOY)
 		MESHGATE_BIN=$(abspath target/debug/meshgate) python3 envoy/e2e/soak.py
 
 # Fuzzing (issue 11, SECURITY.md): cargo-fuzz targets over the pure core in
-# filter/fuzz (its own workspace): jwt, path_route, config, sync, ratelimit,
+# fuzz (its own workspace): jwt, path_route, config, sync, ratelimit,
 # FUZZ_SECS seconds each. Installs cargo-fuzz when missing; stable rustc is
-# enough (filter/fuzz/run.sh sets RUSTC_BOOTSTRAP=1 for its -Z flags).
+# enough (fuzz/run.sh sets RUSTC_BOOTSTRAP=1 for its -Z flags).
 # One target: make fuzz FUZZ_TARGETS=jwt FUZZ_SECS=600.
 FUZZ_SECS ?= 60
 FUZZ_TARGETS ?=
@@ -139,4 +139,4 @@ CARGO_FUZZ_VERSION := 0.13.2
 fuzz:
 	@$(CARGO) fuzz --version 2>/dev/null | grep -q ' $(CARGO_FUZZ_VERSION)$$' || \
 		$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
-	FUZZ_SECS=$(FUZZ_SECS) filter/fuzz/run.sh $(FUZZ_TARGETS)
+	FUZZ_SECS=$(FUZZ_SECS) fuzz/run.sh $(FUZZ_TARGETS)

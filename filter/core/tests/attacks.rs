@@ -1,5 +1,5 @@
 //! Attack regressions found by the real-Envoy attack corpus (envoy/e2e/attacks.py) and the
-//! fuzz targets (filter/fuzz). Each names the SECURITY.md row it backs. The `#[ignore]`d
+//! fuzz targets (fuzz). Each names the SECURITY.md row it backs. The `#[ignore]`d
 //! ones are weaknesses not fixed yet: they fail today and must pass once the fix lands
 //! (`cargo test -p meshgate-core --test attacks -- --ignored`).
 

@@ -30,7 +30,7 @@ for t in "${targets[@]}"; do
         grep -E '^stat::number_of_executed_units|^stat::average_exec_per_sec|cov: .*corp' "$log" | tail -3
     else
         status=1
-        echo "!! $t found a crash (log: filter/fuzz/$log):"
+        echo "!! $t found a crash (log: fuzz/$log):"
         grep -E 'panicked at|^thread|SUMMARY|Test unit written|Reproduce with' -A2 "$log" | head -30
     fi
 done
