@@ -73,7 +73,8 @@ clean:
 
 # Side-by-side Envoy benchmark: one Envoy per variant (baseline, no-op Wasm,
 # native jwt_authn + local_ratelimit, meshgate with HS256/ES256/EdDSA/API keys,
-# first-seen tokens), wrk on the other core; prints ratios and writes
+# first-seen tokens, Envoy ext_authz → a release control plane the script
+# starts), wrk on the other core; prints ratios and writes
 # bench/results.md. Installs wrk and taskset (Debian) when missing, and
 # `cryptography` into .venv (ES256/EdDSA tokens).
 # Options: make bench BENCH_ARGS="--duration 10 --rounds 5".
@@ -98,6 +99,8 @@ bench-tools: $(ENVOY)
 			--only-binary=:all: cryptography
 
 bench-envoy: build bench-tools
+	CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+		$(CARGO) build --release -p meshgate
 	$(CARGO) build --manifest-path bench/noop-filter/Cargo.toml --target $(WASM_TARGET) --release
 	ENVOY=$(ENVOY) MESHGATE_WASM=$(WASM) MESHGATE_BENCH_NOOP_WASM=$(NOOP_WASM) \
 		$(VENV)/bin/python bench/run.py $(BENCH_ARGS)

@@ -20,15 +20,17 @@ Variants (see bench/README.md): baseline, noop-wasm, native-{hs256,es256,eddsa},
 meshgate-{hs256,es256,eddsa,apikey}; {native,meshgate}-{es256,eddsa}-cold, where every
 request brings a token never seen before (bench/tokens.lua; the report derives the
 first-seen token cost from them; --cold-tokens 0 leaves them out); and ext-authz-apikey
-(central verification through the control plane's forward-auth endpoint; skipped with a
-note until that endpoint exists and MESHGATE_BENCH_FORWARD_AUTH_URL / _KEY point at it).
+(central verification: the script starts `meshgate serve` — target/release/meshgate, else
+target/debug — on a temporary SQLite directory pinned to Envoy's core, creates an API key
+through its API and points Envoy's ext_authz at its forward-auth endpoint).
 
 Writes the table to bench/results.md (machine, Envoy version, date, per-round numbers).
 Everything started is stopped on exit, Ctrl-C included.
 
 Environment: ENVOY (default .venv/bin/envoy), MESHGATE_WASM (the release .wasm),
 MESHGATE_BENCH_NOOP_WASM (the no-op module), WRK (default `wrk`),
-MESHGATE_BENCH_FORWARD_AUTH_URL, MESHGATE_BENCH_FORWARD_AUTH_KEY (variant 5).
+MESHGATE_BENCH_FORWARD_AUTH_URL, MESHGATE_BENCH_FORWARD_AUTH_KEY (variant 5 against a control
+plane you run instead of the one the script starts).
 """
 
 from __future__ import annotations
@@ -196,6 +198,9 @@ class Variant:
     tokens: list[str] | None = None  # "-cold": a distinct token per request (bench/tokens.lua)
     hot: str | None = None  # "-cold": the variant with the same filter and a repeated token
     counter: str | None = None  # admin stat proving the filter admitted the requests
+    central: Path | None = None  # variant 5: the control plane binary main() starts
+    central_log: Path | None = None
+    side_pids: list[int] = field(default_factory=list)  # CPU counted with Envoy's (the verifier)
     # runtime
     port: int = 0
     admin_port: int = 0
@@ -211,24 +216,27 @@ def free_port() -> int:
 
 
 def forward_auth_variant() -> Variant:
-    """Variant 5 hook: Envoy ext_authz (HTTP) → the control plane's forward-auth endpoint.
+    """Variant 5: Envoy ext_authz (HTTP) → the control plane's forward-auth endpoint.
 
-    Not built yet (issue 9). Runs when MESHGATE_BENCH_FORWARD_AUTH_URL points at a running
-    endpoint (e.g. http://127.0.0.1:8081/api/v1/forward-auth; Envoy appends the original
-    path to it) and MESHGATE_BENCH_FORWARD_AUTH_KEY is an API key the control plane accepts
-    (sent as X-API-Key, like meshgate-apikey). Skipped with a note otherwise.
-    TODO(issue 9): once `meshgate serve` has the endpoint, start it here on a temporary
-    data dir, create the key through the API, and drop the environment variables.
+    By default `main` starts `meshgate serve` itself (target/release/meshgate, else the debug
+    build, noted in the report) on a temporary SQLite data directory, pinned to Envoy's CPU
+    with one Tokio worker, and creates the API key through the API (`start_central`). With
+    MESHGATE_BENCH_FORWARD_AUTH_URL (e.g. http://127.0.0.1:8081/api/v1/forward-auth; Envoy
+    appends the original path) and MESHGATE_BENCH_FORWARD_AUTH_KEY (an API key that control
+    plane accepts, sent as X-API-Key) it measures that one instead.
     """
     v = Variant("ext-authz-apikey", "central", "Envoy ext_authz (HTTP) → control plane forward-auth, X-API-Key")
     url = os.environ.get("MESHGATE_BENCH_FORWARD_AUTH_URL", "").strip()
     key = os.environ.get("MESHGATE_BENCH_FORWARD_AUTH_KEY", "").strip()
-    binary = next((b for b in CONTROL_PLANE_BINARIES if b.is_file()), None)
     if not url:
-        where = f"control plane binary {binary.relative_to(REPO)} found" if binary else \
-            "no control plane binary (target/release/meshgate)"
-        v.skip = (f"{where}; its forward-auth endpoint is not built yet (issue 9, variant 5): set "
-                  "MESHGATE_BENCH_FORWARD_AUTH_URL and MESHGATE_BENCH_FORWARD_AUTH_KEY to a running one")
+        binary = next((b for b in CONTROL_PLANE_BINARIES if b.is_file()), None)
+        if binary is None:
+            v.skip = ("no control plane binary (`cargo build --release -p meshgate`; `make bench-envoy` builds it), "
+                      "and MESHGATE_BENCH_FORWARD_AUTH_URL is not set")
+        else:
+            v.central = binary
+            if binary.parent.name == "debug":
+                v.describe += " (debug build of the control plane: its CPU is pessimistic)"
         return v
     if not key:
         v.skip = "MESHGATE_BENCH_FORWARD_AUTH_URL is set but MESHGATE_BENCH_FORWARD_AUTH_KEY is not"
@@ -237,13 +245,18 @@ def forward_auth_variant() -> Variant:
     if u.scheme != "http" or not u.hostname:
         v.skip = f"MESHGATE_BENCH_FORWARD_AUTH_URL must be http://host:port/path, got {url!r}"
         return v
-    host, port, path = u.hostname, u.port or 80, u.path.rstrip("/")
+    v.skip = point_at_forward_auth(v, u.hostname, u.port or 80, u.path.rstrip("/"), key)
+    return v
+
+
+def point_at_forward_auth(v: Variant, host: str, port: int, path: str, key: str) -> str | None:
+    """Fills in the ext_authz filter and cluster for the endpoint at host:port/path after
+    checking it answers 200 to `key` and 401 to a forged key; returns why not, if not."""
     probe = f"http://{host}:{port}{path}{REQUEST_PATH}"
     good, _ = http_get(probe, {"x-api-key": key})
     bad, _ = http_get(probe, {"x-api-key": api_key()})
     if (good, bad) != (200, 401):
-        v.skip = f"forward-auth endpoint {probe} answered {good} to the key and {bad} to a forged one (want 200, 401)"
-        return v
+        return f"forward-auth endpoint {probe} answered {good} to the key and {bad} to a forged one (want 200, 401)"
     v.headers = {"x-api-key": key}
     v.bad_headers = {"x-api-key": api_key()}
     v.filters = snippet("ext-authz", 10, FORWARD_AUTH_URI=yaml_string(f"http://{host}:{port}"),
@@ -261,7 +274,52 @@ def forward_auth_variant() -> Variant:
                     socket_address: {{ address: {host}, port_value: {port} }}
         """), "  ")
     v.counter = "http.bench.ext_authz.ok"
-    return v
+    return None
+
+
+def api_call(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, {"error": e.read().decode(errors="replace")[:300]}
+
+
+def start_central(v: Variant, workdir: Path, cpu: str | None) -> subprocess.Popen:
+    """Starts `meshgate serve` for variant 5 on its own temporary SQLite data directory,
+    pinned like the Envoys (central verification shares the proxy's core, as the Wasm filter
+    does), creates an API key with the bench scope and points `v` at it."""
+    port, password = free_port(), b64url(os.urandom(18))
+    data = workdir / "control-plane"
+    data.mkdir()
+    env = dict(os.environ, MESHGATE_LISTEN=f"127.0.0.1:{port}", MESHGATE_DATA_DIR=str(data),
+               DATABASE_URL=f"sqlite://{data / 'meshgate.db'}?mode=rwc", MESHGATE_ADMIN_PASSWORD=password,
+               MESHGATE_ISSUER=f"http://127.0.0.1:{port}", TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+    v.central_log = workdir / "control-plane.log"
+    with open(v.central_log, "wb") as log:
+        proc = subprocess.Popen(pinned(cpu, [str(v.central), "serve"]), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while http_get(f"http://127.0.0.1:{port}/health", {}, timeout=1)[0] != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{v.name}: control plane did not start\n{tail(v.central_log)}")
+        time.sleep(0.1)
+    status, body = api_call(port, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})
+    if status != 200:
+        raise RuntimeError(f"{v.name}: admin login answered {status}: {body}")
+    status, key = api_call(port, "POST", "/api/v1/apikeys",
+                           {"name": "bench", "scopes": ["bench:read"], "expires_in_days": 1}, body["access_token"])
+    if status not in (200, 201):
+        raise RuntimeError(f"{v.name}: creating the API key answered {status}: {key}")
+    if why := point_at_forward_auth(v, "127.0.0.1", port, "/api/v1/forward-auth", key["key"]):
+        raise RuntimeError(f"{v.name}: {why}")
+    v.side_pids = [proc.pid]
+    return proc
 
 
 def build_variants(wasm: Path, noop_wasm: Path, cold_tokens: int, plugin_path: Path,
@@ -458,9 +516,10 @@ def run_wrk(wrk: str, v: Variant, a: argparse.Namespace, seconds: int) -> dict:
         for k, val in v.headers.items():
             argv += ["-H", f"{k}: {val}"]
         argv.append(f"http://127.0.0.1:{v.port}{REQUEST_PATH}")
-    cpu0 = cpu_seconds(v.proc.pid)
+    pids = [v.proc.pid, *v.side_pids]
+    cpu0 = sum(map(cpu_seconds, pids))
     done = subprocess.run(pinned(a.wrk_cpu, argv), capture_output=True, text=True, timeout=seconds + 30)
-    cpu = cpu_seconds(v.proc.pid) - cpu0
+    cpu = sum(map(cpu_seconds, pids)) - cpu0
     if done.returncode != 0:
         raise RuntimeError(f"{v.name}: wrk exited {done.returncode}: {(done.stderr or done.stdout).strip()[:500]}")
     res = parse_wrk(done.stdout)
@@ -603,7 +662,8 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
         f"- meshgate policy: `{shown(Path(a.plugin_config))}`",
         "- Envoy CPU µs/req: Envoy's user+system CPU time (/proc) over the run divided by the requests "
         "wrk completed; on a shared machine it is the steadier figure (time waiting for the core is "
-        "not counted), req/s and latency show what a client saw",
+        "not counted), req/s and latency show what a client saw; for `ext-authz-apikey` it adds the "
+        "control plane's CPU (the central verifier, pinned to the same core)",
         "- Every run checked: 0 non-2xx responses, 0 socket errors (⚠ marks a run that failed this)",
         "",
         "## Results",
@@ -709,6 +769,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="meshgate-bench-"))
     procs: list[subprocess.Popen] = []
     try:
+        for v in active:
+            if v.central:
+                procs.append(start_central(v, workdir, a.envoy_cpu))
         for v in active:
             start_envoy(v, envoy, workdir, a.envoy_cpu)
             procs.append(v.proc)

@@ -39,6 +39,7 @@ pub mod jwt;
 pub mod keystore;
 pub mod path;
 pub mod policy;
+pub mod prehashed;
 pub mod ratelimit;
 pub mod revocation;
 pub mod route;

@@ -81,28 +81,8 @@ pub fn lease_size(gcra: &Gcra) -> u32 {
 struct Leases {
     /// Keyed by [`Leases::local_key`], already a keyed SipHash: the map
     /// does not hash it again.
-    held: std::sync::Mutex<std::collections::HashMap<u64, Lease, std::hash::BuildHasherDefault<Prehashed>>>,
+    held: std::sync::Mutex<std::collections::HashMap<u64, Lease, crate::prehashed::BuildPrehashed>>,
     hasher: std::hash::RandomState,
-}
-
-/// A `Hasher` for keys that are already keyed hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl std::hash::Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
