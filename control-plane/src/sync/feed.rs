@@ -417,10 +417,12 @@ async fn revocations(
     // live row matches, and scan the table for a one-row delta.
     let base = "SELECT bucket, kind, value, not_before, until FROM revocations WHERE version > $1 AND until + 0 >= $2";
     let sql = match (limit, after_rev) {
-        (Some(_), Some(_)) => format!(
-            "{base} AND (bucket > $3 OR (bucket = $3 AND (kind > $4 OR (kind = $4 AND value > $5)))) \
-             ORDER BY bucket, kind, value LIMIT $6"
-        ),
+        // A row value, so both databases seek the (bucket, kind, value)
+        // index to the cursor; the equivalent OR chain made SQLite scan
+        // the index from its start on every page (quadratic at 10^6).
+        (Some(_), Some(_)) => {
+            format!("{base} AND (bucket, kind, value) > ($3, $4, $5) ORDER BY bucket, kind, value LIMIT $6")
+        }
         (Some(_), None) => format!("{base} ORDER BY bucket, kind, value LIMIT $3"),
         (None, _) => base.to_owned(),
     };

@@ -64,40 +64,47 @@ impl KeyKindTag {
     }
 }
 
-fn check_token(value: &str, field: String) -> Result<(), ConfigError> {
+/// Where a key record failed validation (a suffix of its field name) and why.
+type Invalid = (String, &'static str);
+
+fn check_token(value: &str, suffix: impl FnOnce() -> String) -> Result<(), Invalid> {
     if is_header_safe_token(value) {
         Ok(())
     } else {
-        Err(ConfigError::new(field, "must be non-empty without whitespace, commas or control characters"))
+        Err((suffix(), "must be non-empty without whitespace, commas or control characters"))
     }
 }
 
 impl KeyEntry {
-    /// Validates a record from config or the sync feed.
-    pub fn compile(record: &KeyRecord, field: &str) -> Result<Self, ConfigError> {
+    /// Checks a key record without copying it: its digest, and its rate
+    /// limit as `(limit, window_secs)`. Snapshots hold millions of records,
+    /// so nothing is allocated unless the record is invalid.
+    pub fn validate(record: &KeyRecord) -> Result<(ApiKeyDigest, Option<(u32, u32)>), Invalid> {
         let digest = ApiKeyDigest::from_hex(&record.digest)
-            .ok_or_else(|| ConfigError::new(format!("{field}.digest"), "must be 64 hex characters (SHA-256)"))?;
-        check_token(&record.id, format!("{field}.id"))?;
-        check_token(&record.subject, format!("{field}.subject"))?;
+            .ok_or_else(|| (".digest".to_owned(), "must be 64 hex characters (SHA-256)"))?;
+        check_token(&record.id, || ".id".to_owned())?;
+        check_token(&record.subject, || ".subject".to_owned())?;
         if let Some(app) = &record.app_id {
-            check_token(app, format!("{field}.app_id"))?;
+            check_token(app, || ".app_id".to_owned())?;
         }
         for (i, r) in record.roles.iter().enumerate() {
-            check_token(r, format!("{field}.roles[{i}]"))?;
+            check_token(r, || format!(".roles[{i}]"))?;
         }
         for (i, s) in record.scopes.iter().enumerate() {
-            check_token(s, format!("{field}.scopes[{i}]"))?;
+            check_token(s, || format!(".scopes[{i}]"))?;
         }
         let rate_limit = match record.rate_limit {
             None => None,
             Some(l) if l.limit >= 1 && (1..=86_400).contains(&l.window_secs) => Some((l.limit, l.window_secs)),
-            Some(_) => {
-                return Err(ConfigError::new(
-                    format!("{field}.rate_limit"),
-                    "needs limit >= 1 and window_secs 1-86400",
-                ));
-            }
+            Some(_) => return Err((".rate_limit".to_owned(), "needs limit >= 1 and window_secs 1-86400")),
         };
+        Ok((digest, rate_limit))
+    }
+
+    /// Validates a key record (errors name `field`) and compiles it.
+    pub fn compile(record: &KeyRecord, field: &str) -> Result<Self, ConfigError> {
+        let (digest, rate_limit) = Self::validate(record)
+            .map_err(|(suffix, message)| ConfigError::new(format!("{field}{suffix}"), message))?;
         Ok(Self {
             identity: None,
             rate_limit,

@@ -17,10 +17,10 @@
 //! cache is per engine, so new configuration or keys start it empty.
 
 use crate::identity::Identity;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use crate::prehashed::BuildPrehashed;
 use siphasher::sip128::{Hasher128, SipHasher13};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 

@@ -179,6 +179,17 @@ fn bad_responses_are_refused_whole_and_the_published_state_is_kept() {
         let result = p.publisher.apply_bytes(&p.store, &body, NOW_MS);
         assert!(matches!(result, Err(SyncError::Invalid(_))), "{result:?}: {}", String::from_utf8_lossy(&body));
     }
+    // The error names the record and field (built only on failure: a
+    // valid snapshot formats no field names).
+    let mut bad_role = snapshot(9);
+    let good = bad_role["api_keys"][0].clone();
+    let mut bad = json!({"id": "k-2", "digest": "11".repeat(32), "subject": "u", "roles": ["ok", "no spaces"]});
+    bad["scopes"] = json!(["s"]);
+    bad_role["api_keys"] = json!([good, bad]);
+    match p.publisher.apply_bytes(&p.store, bad_role.to_string().as_bytes(), NOW_MS) {
+        Err(SyncError::Invalid(message)) => assert!(message.starts_with("api_keys[1].roles[1]: "), "{message}"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(p.meta().version, 5);
     let engine = p.engine();
     // Nothing of the refused delta leaked into the shards.

@@ -33,6 +33,7 @@ pub struct Metrics {
     sync_staleness: Option<u32>,
     sync_errors: Option<u32>,
     sync_bytes: Option<u32>,
+    sync_apply_us: Option<u32>,
     /// Per configured rule: allowed, limited, shadow-limited.
     rules: Vec<[Option<u32>; 3]>,
     /// The same for keys' own limits and the abuse limit.
@@ -84,6 +85,7 @@ impl Metrics {
             sync_staleness: gauge("meshgate.sync.staleness_ms"),
             sync_errors: counter("meshgate.sync.errors"),
             sync_bytes: counter("meshgate.sync.bytes"),
+            sync_apply_us: counter("meshgate.sync.apply_us"),
             ..Self::default()
         };
         for reason in Reason::ALL {
@@ -180,6 +182,15 @@ impl Metrics {
     /// Counts feed response bytes.
     pub fn sync_bytes(&self, bytes: usize) {
         if let (Some(id), Ok(n)) = (self.sync_bytes, i64::try_from(bytes)) {
+            let _ = hostcalls::increment_metric(id, n);
+        }
+    }
+
+    /// Counts time spent taking in feed responses (parse, validate, write
+    /// shards), in microseconds: with `sync.bytes`, how much of a full
+    /// sync is this VM's work and how much is waiting for the feed.
+    pub fn sync_apply_us(&self, us: u64) {
+        if let (Some(id), Ok(n)) = (self.sync_apply_us, i64::try_from(us)) {
             let _ = hostcalls::increment_metric(id, n);
         }
     }

@@ -41,10 +41,14 @@ fn log(level: LogLevel, message: &str) {
 }
 
 fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+fn now_us() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Root {
@@ -88,7 +92,8 @@ impl Context for Root {
         if self.config.is_none() {
             return;
         }
-        let now = now_ms();
+        let started = now_us();
+        let now = started / 1000;
         let report = self.credits.borrow_mut().as_mut().and_then(|f| f.on_response(token, headers, body_size));
         if let Some(report) = report {
             if let Some(error) = report.error {
@@ -100,6 +105,7 @@ impl Context for Root {
             Some(poller) => poller.on_response(token, headers, body_size, now),
             None => return,
         };
+        self.metrics.sync_apply_us(now_us().saturating_sub(started));
         self.metrics.sync_bytes(outcome.bytes);
         if let Some(error) = &outcome.error {
             self.metrics.sync_error();

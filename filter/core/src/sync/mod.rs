@@ -126,10 +126,13 @@ fn check(response: SyncResponse, now: u64) -> Result<Checked, SyncError> {
     ];
     for (kind, list, name) in tables {
         for (i, record) in list.iter().enumerate() {
-            let entry = KeyEntry::compile(record, &format!("{name}[{i}]"))?;
+            // Millions of records per snapshot: no copy, no field name
+            // formatted unless the record is invalid.
+            let (digest, rate_limit) = KeyEntry::validate(record)
+                .map_err(|(suffix, message)| ConfigError::new(format!("{name}[{i}]{suffix}"), message))?;
             let mut bytes = Vec::with_capacity(96);
-            records::write_key(&mut bytes, kind, &entry)?;
-            keys.push((entry.digest, bytes));
+            records::write_key_record(&mut bytes, kind, &digest, rate_limit, record)?;
+            keys.push((digest, bytes));
         }
     }
     let mut revocations = Vec::with_capacity(response.revocations.len());
@@ -225,7 +228,9 @@ fn rewrite(
     for _ in 0..16 {
         let (bytes, cas) = store.get(name)?;
         let bytes = bytes.unwrap_or_default();
-        let replaced: HashSet<Identity> = edit.upserts.iter().map(|(id, _)| id.clone()).collect();
+        // A snapshot page mostly fills empty shards: nothing to replace.
+        let replaced: HashSet<&Identity> =
+            if bytes.is_empty() { HashSet::new() } else { edit.upserts.iter().map(|(id, _)| id).collect() };
         let mut out = Vec::with_capacity(bytes.len() + edit.upserts.iter().map(|(_, r)| r.len()).sum::<usize>());
         let (mut kept, mut before) = (0u64, 0u64);
         for record in records::records(&bytes) {
@@ -259,12 +264,13 @@ fn push_framed(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(record);
 }
 
-/// Groups a checked response's records by shard of a generation.
-fn edits(checked: &Checked, key_shards: u32, rev_shards: u32) -> [BTreeMap<u32, ShardEdit>; 2] {
+/// Groups a checked response's records by shard of a generation (moving
+/// them out of `checked`).
+fn edits(checked: &mut Checked, key_shards: u32, rev_shards: u32) -> [BTreeMap<u32, ShardEdit>; 2] {
     let mut keys: BTreeMap<u32, ShardEdit> = BTreeMap::new();
-    for (digest, bytes) in &checked.keys {
-        let edit = keys.entry(layout::key_shard_of(digest, key_shards)).or_default();
-        edit.upserts.push((Identity::Key(*digest.as_bytes()), bytes.clone()));
+    for (digest, bytes) in std::mem::take(&mut checked.keys) {
+        let edit = keys.entry(layout::key_shard_of(&digest, key_shards)).or_default();
+        edit.upserts.push((Identity::Key(*digest.as_bytes()), bytes));
     }
     for digest in &checked.removed {
         keys.entry(layout::key_shard_of(digest, key_shards))
@@ -273,9 +279,9 @@ fn edits(checked: &Checked, key_shards: u32, rev_shards: u32) -> [BTreeMap<u32, 
             .insert(Identity::Key(*digest.as_bytes()));
     }
     let mut revs: BTreeMap<u32, ShardEdit> = BTreeMap::new();
-    for (kind, id, bytes) in &checked.revocations {
-        let edit = revs.entry(layout::rev_shard_of(*kind, id, rev_shards)).or_default();
-        edit.upserts.push((Identity::Revocation(*kind, id.clone()), bytes.clone()));
+    for (kind, id, bytes) in std::mem::take(&mut checked.revocations) {
+        let edit = revs.entry(layout::rev_shard_of(kind, &id, rev_shards)).or_default();
+        edit.upserts.push((Identity::Revocation(kind, id), bytes));
     }
     [keys, revs]
 }
@@ -423,7 +429,7 @@ impl Publisher {
     ) -> Result<Applied, SyncError> {
         let now = now_ms / 1000;
         let (published, cas) = Meta::read(store)?;
-        let checked = match check(response, now) {
+        let mut checked = match check(response, now) {
             Ok(c) => c,
             Err(e) => {
                 self.abandon(store);
@@ -453,7 +459,7 @@ impl Publisher {
                 self.abandon(store);
                 return Err(SyncError::Invalid("expected the next page of a snapshot".into()));
             }
-            return self.page(store, &checked, now_ms);
+            return self.page(store, &mut checked, now_ms);
         }
         if response.version <= published.version {
             return Err(SyncError::Stale { have: published.version, got: response.version });
@@ -474,17 +480,17 @@ impl Publisher {
                     retired: None,
                 };
                 self.pending = Some(Pending { meta });
-                self.page(store, &checked, now_ms)
+                self.page(store, &mut checked, now_ms)
             }
             SyncKind::Delta if response.since == Some(published.version) => {
-                self.delta(store, &checked, published, cas, now_ms)
+                self.delta(store, &mut checked, published, cas, now_ms)
             }
             SyncKind::Delta => Err(SyncError::BaseMismatch { have: published.version, since: response.since }),
         }
     }
 
     /// Stores one snapshot page; publishes after the last.
-    fn page(&mut self, store: &dyn CounterStore, checked: &Checked, now_ms: u64) -> Result<Applied, SyncError> {
+    fn page(&mut self, store: &dyn CounterStore, checked: &mut Checked, now_ms: u64) -> Result<Applied, SyncError> {
         let Some(mut pending) = self.pending.take() else {
             return Err(SyncError::Invalid("no snapshot in progress".into()));
         };
@@ -542,12 +548,11 @@ impl Publisher {
     fn delta(
         &mut self,
         store: &dyn CounterStore,
-        checked: &Checked,
+        checked: &mut Checked,
         published: Meta,
         cas: u32,
         now_ms: u64,
     ) -> Result<Applied, SyncError> {
-        let response = &checked.response;
         let mut meta = published.clone();
         if meta.key_shards == 0 {
             // Nothing was ever published (a delta from 0 is not sent, but
@@ -558,6 +563,7 @@ impl Publisher {
         }
         let (keys, revs) =
             write_edits(store, meta.generation, &edits(checked, meta.key_shards, meta.rev_shards), now_ms / 1000)?;
+        let response = &checked.response;
         meta.version = response.version;
         meta.keys = adjust(meta.keys, keys);
         meta.revocations = adjust(meta.revocations, revs);

@@ -17,6 +17,7 @@
 
 use crate::apikey::ApiKeyDigest;
 use crate::keystore::{KeyEntry, KeyKindTag};
+use meshgate_wire::config::KeyRecord;
 use meshgate_wire::sync::RevocationKind;
 
 /// Longest string a record holds (ids, subjects, roles, scopes).
@@ -97,18 +98,66 @@ pub fn revocation_byte(kind: RevocationKind) -> u8 {
 
 /// Appends a key record.
 pub fn write_key(out: &mut Vec<u8>, kind: KeyKindTag, entry: &KeyEntry) -> Result<(), TooLarge> {
+    let fields = KeyFields {
+        digest: &entry.digest,
+        expires_at: entry.expires_at,
+        rate_limit: entry.rate_limit,
+        id: &entry.id,
+        subject: &entry.subject,
+        app_id: entry.app_id.as_deref(),
+        roles: &entry.roles,
+        scopes: &entry.scopes,
+    };
+    write_key_fields(out, kind, &fields)
+}
+
+/// Appends the record of a feed key that [`KeyEntry::validate`] accepted,
+/// straight from the wire record (no [`KeyEntry`] copy in between).
+pub fn write_key_record(
+    out: &mut Vec<u8>,
+    kind: KeyKindTag,
+    digest: &ApiKeyDigest,
+    rate_limit: Option<(u32, u32)>,
+    record: &KeyRecord,
+) -> Result<(), TooLarge> {
+    let fields = KeyFields {
+        digest,
+        expires_at: record.expires_at,
+        rate_limit,
+        id: &record.id,
+        subject: &record.subject,
+        app_id: record.app_id.as_deref(),
+        roles: &record.roles,
+        scopes: &record.scopes,
+    };
+    write_key_fields(out, kind, &fields)
+}
+
+/// What a key record holds, borrowed.
+struct KeyFields<'a> {
+    digest: &'a ApiKeyDigest,
+    expires_at: Option<u64>,
+    rate_limit: Option<(u32, u32)>,
+    id: &'a str,
+    subject: &'a str,
+    app_id: Option<&'a str>,
+    roles: &'a [String],
+    scopes: &'a [String],
+}
+
+fn write_key_fields(out: &mut Vec<u8>, kind: KeyKindTag, k: &KeyFields<'_>) -> Result<(), TooLarge> {
     framed(out, |o| {
-        o.0.extend_from_slice(entry.digest.as_bytes());
+        o.0.extend_from_slice(k.digest.as_bytes());
         o.u8(kind_byte(kind));
-        o.u64(entry.expires_at.unwrap_or(0));
-        let (limit, window) = entry.rate_limit.unwrap_or((0, 0));
+        o.u64(k.expires_at.unwrap_or(0));
+        let (limit, window) = k.rate_limit.unwrap_or((0, 0));
         o.u32(limit);
         o.u32(window);
-        o.str(&entry.id)?;
-        o.str(&entry.subject)?;
-        o.str(entry.app_id.as_deref().unwrap_or(""))?;
-        o.list(&entry.roles)?;
-        o.list(&entry.scopes)
+        o.str(k.id)?;
+        o.str(k.subject)?;
+        o.str(k.app_id.unwrap_or(""))?;
+        o.list(k.roles)?;
+        o.list(k.scopes)
     })
 }
 
