@@ -76,8 +76,9 @@ impl Db {
                         // connection via the page cache) instead of a read
                         // call per 4 KiB page: a snapshot page walks 20 000
                         // keys in digest order, i.e. all over the table
-                        // (3x faster at 10^6 keys). Writes still go through
-                        // the WAL.
+                        // (that query alone: 0.08-0.11 s -> 0.035 s at
+                        // 10^6 keys; the whole snapshot ~5 %, in the
+                        // noise). Writes still go through the WAL.
                         sqlx::query("PRAGMA mmap_size = 268435456").execute(&mut *conn).await?;
                     }
                     Ok(())

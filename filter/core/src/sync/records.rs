@@ -96,7 +96,9 @@ pub fn revocation_byte(kind: RevocationKind) -> u8 {
     kind.code()
 }
 
-/// Appends a key record.
+/// Appends a key record from a compiled entry (the tests' round trips;
+/// the feed encodes from the wire record: [`write_key_record`]).
+#[cfg(test)]
 pub fn write_key(out: &mut Vec<u8>, kind: KeyKindTag, entry: &KeyEntry) -> Result<(), TooLarge> {
     let fields = KeyFields {
         digest: &entry.digest,
