@@ -3,6 +3,7 @@
 //! and the change counter the sync feed reads.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -27,6 +28,8 @@ pub struct Db {
     pub pool: AnyPool,
     /// The backend kind.
     pub backend: Backend,
+    /// SQLite file only: reads snapshot pages without sqlx.
+    pub direct: Option<Arc<crate::sync::direct::Direct>>,
 }
 
 /// Counters kept in the `counters` table.
@@ -51,9 +54,8 @@ impl Db {
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
         };
-        if backend == Backend::Sqlite
-            && let Some(dir) = sqlite_parent_dir(url)
-        {
+        let file = sqlite_file(url).filter(|_| backend == Backend::Sqlite);
+        if let Some(dir) = file.as_deref().and_then(std::path::Path::parent).filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let options = AnyConnectOptions::from_str(url)?;
@@ -87,8 +89,15 @@ impl Db {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        if backend == Backend::Sqlite {
+            snapshot_key_index(&pool).await?;
+        }
         crate::revocations::backfill_buckets(&pool).await?;
-        Ok(Self { pool, backend })
+        // The file exists now (the pool created it): a path sqlx read
+        // differently from `sqlite_file` (percent-escapes, say) falls back
+        // to sqlx rather than reading another file.
+        let direct = file.filter(|f| f.is_file()).map(|f| Arc::new(crate::sync::direct::Direct::new(f)));
+        Ok(Self { pool, backend, direct })
     }
 
     /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: a
@@ -101,6 +110,29 @@ impl Db {
             Backend::Postgres => self.pool.begin().await,
         }
     }
+}
+
+/// SQLite only: an index holding every column a snapshot page reads from
+/// `api_keys`, in digest order (the order pages are sent in). Without it a
+/// 20 000-key page is 20 000 table lookups scattered over the whole table
+/// (~40-70 ms at 10^6 keys); with it, one range read (~8 ms), the
+/// `users (id, disabled)` join included. It costs about as much space as
+/// the keys' rows themselves.
+///
+/// Not a migration because the same index cannot be built on PostgreSQL: a
+/// b-tree entry there is capped at ~2.7 kB, and a key's `scopes` may be
+/// 4 kB (64 scopes of 64 characters). PostgreSQL reads the rows from the
+/// heap. `IF NOT EXISTS`: built once, on the first start that lacks it
+/// (~4 s at 10^6 keys).
+async fn snapshot_key_index(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE INDEX IF NOT EXISTS api_keys_snapshot ON api_keys \
+         (digest, revoked_at, expires_at, version, owner_id, id, app_id, scopes, rate_limit)",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("CREATE INDEX IF NOT EXISTS users_disabled ON users (id, disabled)").execute(pool).await?;
+    Ok(())
 }
 
 /// Increments a counter inside `tx` and returns the new value. The row lock
@@ -151,12 +183,12 @@ pub async fn change_version(db: &Db) -> Result<i64, sqlx::Error> {
     row.try_get::<i64, _>(0)
 }
 
-/// The directory part of a `sqlite://path?…` URL, if it names a file.
-fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
+/// The file a `sqlite://path?…` URL names (`None`: in memory).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path.starts_with(":memory:") {
         return None;
     }
-    std::path::Path::new(path).parent().map(|p| p.to_path_buf()).filter(|p| !p.as_os_str().is_empty())
+    Some(path.into())
 }

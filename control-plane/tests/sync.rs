@@ -330,3 +330,64 @@ async fn paged_snapshots_hold_the_same_records_as_one_snapshot() {
     })
     .await;
 }
+
+/// On a SQLite file, snapshot pages read their rows with rusqlite
+/// (`sync::direct`) instead of sqlx: the bodies must be the same bytes.
+#[tokio::test]
+async fn sqlite_pages_read_directly_match_the_sqlx_reader() {
+    use meshgate::sync::feed::{self as build, Cursor, Page};
+    let app = TestApp::new(common::Kind::Sqlite).await;
+    assert!(app.state.db.direct.is_some(), "a SQLite file gets the direct reader");
+    let admin = app.admin_token().await;
+    let bob = app.create_user(&admin, "bob", "bob-password-123").await;
+    let carol = app.create_user(&admin, "carol", "carol-password-123").await;
+    create_key(&app, &admin, &["orders:read", "orders:write"], json!({"rate_limit": 100, "app_id": "meshgate"})).await;
+    for _ in 0..5 {
+        create_key(&app, &admin, &[], json!({"owner_id": bob})).await;
+    }
+    create_key(&app, &admin, &["x"], json!({"owner_id": carol})).await;
+    let (_, gone) = create_key(&app, &admin, &["y"], json!({})).await;
+    let path = format!("/api/v1/apikeys/{}", gone["id"].as_str().unwrap());
+    assert_eq!(app.call(Method::DELETE, &path, Some(&admin), None).await.0, StatusCode::NO_CONTENT);
+    let path = format!("/api/v1/users/{carol}");
+    assert_eq!(app.call(Method::PATCH, &path, Some(&admin), Some(json!({"disabled": true}))).await.0, StatusCode::OK);
+    for (kind, value) in [("token", "jti-1"), ("session", "sid \"quoted\" \\ é"), ("user", bob.as_str())] {
+        revoke(&app, &admin, kind, value).await;
+    }
+    // The same database and keys, without the direct reader.
+    let config = app.state.config.clone();
+    let mut db = app.state.db.clone();
+    db.direct = None;
+    let master = meshgate::crypto::MasterKey::load_or_generate(config.master_key.as_deref(), &config.data_dir).unwrap();
+    let login = meshgate::login::Login::load(&config).unwrap();
+    let sqlx_only = meshgate::state::AppState::new(config, db, master, login);
+    // Unpaged: always the sqlx reader.
+    let whole = build::build(&app.state, None, &Page::default()).await.expect("snapshot").body;
+    let whole: meshgate_wire::sync::SyncResponse = serde_json::from_slice(&whole).expect("wire type");
+    assert_eq!(whole.api_keys.len(), 6, "carol's key (disabled) and the deleted one are not live");
+    assert!(whole.revocations.len() >= 4, "{:?}", whole.revocations);
+    for limit in [1, 2, 3, 1000] {
+        let (mut after, mut keys, mut revocations) = (None::<Cursor>, Vec::new(), Vec::new());
+        loop {
+            let page = Page { limit: Some(limit), after: after.clone() };
+            let direct = build::build(&app.state, None, &page).await.expect("direct page");
+            let reference = build::build(&sqlx_only, None, &page).await.expect("sqlx page");
+            let text = String::from_utf8_lossy(&direct.body).into_owned();
+            assert_eq!(text, String::from_utf8_lossy(&reference.body), "limit {limit}");
+            let parsed: meshgate_wire::sync::SyncResponse = serde_json::from_slice(&direct.body).expect("wire type");
+            keys.extend(parsed.api_keys);
+            revocations.extend(parsed.revocations);
+            match parsed.next {
+                Some(next) => after = Some(Cursor::parse(&next).expect("cursor")),
+                None => break,
+            }
+        }
+        keys.sort_by(|a, b| a.digest.cmp(&b.digest));
+        let mut want = whole.api_keys.clone();
+        want.sort_by(|a, b| a.digest.cmp(&b.digest));
+        assert_eq!(keys, want, "limit {limit}");
+        assert_eq!(revocations.len(), whole.revocations.len(), "limit {limit}");
+        assert!(whole.revocations.iter().all(|r| revocations.contains(r)), "limit {limit}");
+    }
+    app.cleanup().await;
+}

@@ -28,11 +28,12 @@ use axum::body::Bytes;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::TryStreamExt;
-use meshgate_wire::config::{Jwk, KeyRateLimit, KeyRecord};
-use meshgate_wire::sync::{Revocation, RevocationKind, SigningKey, SyncKind, SyncResponse};
+use meshgate_wire::config::Jwk;
+use meshgate_wire::sync::{RevocationKind, SigningKey, SyncKind, SyncResponse};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::rows::{self, KeyOut, RevocationOut, item, revocation_kind, unix};
 use crate::db::{self, Backend, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -89,9 +90,6 @@ pub struct Page {
     /// Continue after this row.
     pub after: Option<Cursor>,
 }
-
-/// Window of the per-key limit: the control plane stores requests per minute.
-const KEY_LIMIT_WINDOW_SECS: u32 = 60;
 
 /// An encoded answer.
 #[derive(Debug, Clone)]
@@ -180,6 +178,9 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
     let mut budget = page.limit.map(i64::from);
     let mut next = None;
     let keys_done = matches!(page.after, Some(Cursor::Revocation(..)));
+    // Snapshot pages on a SQLite file read their rows off the statement
+    // (`direct`); the rest goes through this transaction.
+    let direct = state.db.direct.as_ref().filter(|_| kind == SyncKind::Snapshot);
     let removed = if keys_done {
         out.extend_from_slice(b",\"api_keys\":[]");
         HashMap::new()
@@ -188,7 +189,14 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
             Some(Cursor::Key(d)) => Some(d.as_str()),
             _ => None,
         };
-        let (removed, last) = api_keys(&mut tx, after, now, kind, after_digest, budget, &mut out).await?;
+        let (removed, last) = match (direct, budget) {
+            (Some(direct), Some(limit)) => {
+                let rows = direct.keys(now, after_digest.map(str::to_owned), limit).await?;
+                array(&mut out, "api_keys", &rows.json);
+                (HashMap::new(), Some((rows.count, rows.last.unwrap_or_default())))
+            }
+            _ => api_keys(&mut tx, after, now, kind, after_digest, budget, &mut out).await?,
+        };
         if let (Some(b), Some((n, last))) = (budget.as_mut(), last) {
             *b -= n;
             if *b <= 0 {
@@ -208,7 +216,15 @@ pub async fn build(state: &AppState, since: Option<u64>, page: &Page) -> ApiResu
             Some(Cursor::Revocation(b, k, v)) => Some((*b, k.as_str(), v.as_str())),
             _ => None,
         };
-        next = revocations(&mut tx, after, now, removed, after_rev, budget, &mut out).await?;
+        next = match (direct, budget) {
+            (Some(direct), Some(limit)) => {
+                let after_rev = after_rev.map(|(b, k, v)| (b, k.to_owned(), v.to_owned()));
+                let rows = direct.revocations(now, after_rev, limit.max(0)).await?;
+                array(&mut out, "revocations", &rows.json);
+                rows.last.map(|(b, k, v)| Cursor::Revocation(b, k, v))
+            }
+            _ => revocations(&mut tx, after, now, removed, after_rev, budget, &mut out).await?,
+        };
     }
     out.extend_from_slice(b",\"bans\":[]");
     if let Some(next) = next {
@@ -240,8 +256,11 @@ fn field<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T)
     item(out, value)
 }
 
-fn item<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> ApiResult<()> {
-    serde_json::to_writer(out, value).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+/// Appends `,"name":[elements]`.
+fn array(out: &mut Vec<u8>, name: &str, elements: &[u8]) {
+    out.extend_from_slice(format!(",\"{name}\":[").as_bytes());
+    out.extend_from_slice(elements);
+    out.push(b']');
 }
 
 /// Live signing keys (all of them, or the changed ones) and, for a delta,
@@ -310,7 +329,7 @@ struct Removed {
 }
 
 /// The keys a snapshot holds (`$1`: now).
-const LIVE_KEYS: &str = "k.revoked_at IS NULL AND k.expires_at > $1 AND u.disabled = 0";
+pub(super) const LIVE_KEYS: &str = "k.revoked_at IS NULL AND k.expires_at > $1 AND u.disabled = 0";
 
 /// Streams `"api_keys":[…]`; returns the removed keys (deltas only) and, for
 /// a page (`limit`), how many keys it holds and the last digest.
@@ -366,37 +385,14 @@ async fn api_keys(
             removed.insert(id, Removed { digest, revoked_until });
             continue;
         }
-        let rate_limit = row.try_get::<Option<i64>, _>("rate_limit")?.map(|limit| KeyRateLimit {
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
-            window_secs: KEY_LIMIT_WINDOW_SECS,
-        });
-        let record = KeyRecord {
-            id,
-            digest,
-            subject: row.try_get("owner_id")?,
-            app_id: row.try_get("app_id")?,
-            // API keys carry scopes only, as when the control plane itself
-            // authenticates them: roles belong to a user's tokens.
-            roles: Vec::new(),
-            scopes: row.try_get::<String, _>("scopes")?.split_whitespace().map(str::to_string).collect(),
-            expires_at: Some(unix(expires_at)),
-            rate_limit,
-        };
-        if !std::mem::take(&mut first) {
-            out.push(b',');
-        }
-        item(out, &record)?;
+        let (owner, app, scopes): (String, Option<String>, String) =
+            (row.try_get("owner_id")?, row.try_get("app_id")?, row.try_get("scopes")?);
+        let rate_limit = row.try_get("rate_limit")?;
+        let key = KeyOut::new(&id, &digest, &owner, app.as_deref(), &scopes, rate_limit, expires_at);
+        rows::element(out, &mut first, &key)?;
     }
     out.push(b']');
     Ok((removed, last.map(|l| (count, l))))
-}
-
-fn revocation_kind(column: &str) -> Option<RevocationKind> {
-    crate::revocations::Kind::parse(column).map(crate::revocations::Kind::wire)
-}
-
-fn unix(t: i64) -> u64 {
-    u64::try_from(t).unwrap_or(0)
 }
 
 /// Streams `"revocations":[…]`: the live rows (all, or the changed ones),
@@ -437,12 +433,6 @@ async fn revocations(
     let (mut count, mut last) = (0i64, None);
     let mut first = true;
     out.extend_from_slice(b",\"revocations\":[");
-    let mut push = |out: &mut Vec<u8>, r: &Revocation| {
-        if !std::mem::take(&mut first) {
-            out.push(b',');
-        }
-        item(out, r)
-    };
     while let Some(row) = rows.try_next().await? {
         let column: String = row.try_get("kind")?;
         let id: String = row.try_get("value")?;
@@ -458,11 +448,12 @@ async fn revocations(
         }
         let until = unix(row.try_get("until")?);
         let not_before = row.try_get::<Option<i64>, _>("not_before")?.map(unix);
-        push(out, &Revocation { kind, id, until, not_before })?;
+        rows::element(out, &mut first, &RevocationOut { kind, id: &id, until, not_before })?;
     }
     for (id, r) in removed {
         if let Some(until) = r.revoked_until {
-            push(out, &Revocation { kind: RevocationKind::Key, id, until, not_before: None })?;
+            let r = RevocationOut { kind: RevocationKind::Key, id: &id, until, not_before: None };
+            rows::element(out, &mut first, &r)?;
         }
     }
     out.push(b']');

@@ -13,12 +13,16 @@
 //!   out, or the server shuts down, the answer is an empty delta with
 //!   `version == since`.
 //!
-//! Submodules: [`feed`] (building responses), [`notify`] (wake-ups),
-//! [`cache`] (one build per answer when many polls wake together).
+//! Submodules: [`feed`] (building responses), [`direct`] (SQLite snapshot
+//! pages without sqlx), `rows` (one key or revocation in a body),
+//! [`notify`] (wake-ups), [`cache`] (one build per answer when many polls
+//! wake together).
 
 pub mod cache;
+pub mod direct;
 pub mod feed;
 pub mod notify;
+mod rows;
 
 use std::time::Duration;
 
