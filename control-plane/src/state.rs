@@ -4,7 +4,7 @@
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::limiter::LoginLimiter;
 use crate::config::Config;
@@ -15,8 +15,9 @@ use crate::ops::metrics::Metrics;
 use crate::signing::keyring::{self, SigningKey};
 
 /// How long a loaded keyring is trusted before re-reading the table (other
-/// replicas may have rotated).
-const KEYRING_TTL: Duration = Duration::from_secs(5);
+/// replicas may have rotated), in seconds of the state's [`Clock`]: a test
+/// that moves the clock sees the cache expire too.
+const KEYRING_TTL_SECS: i64 = 5;
 
 /// Wall clock in unix seconds with an adjustable offset, so tests can move
 /// time forward instead of sleeping.
@@ -62,7 +63,7 @@ pub struct Inner {
     /// Login providers, trusted issuers, mailer.
     pub login: crate::login::Login,
     /// Decrypted signing keys and when they were loaded.
-    keys: Mutex<Option<(Instant, Arc<Vec<SigningKey>>)>>,
+    keys: Mutex<Option<(i64, Arc<Vec<SigningKey>>)>>,
 }
 
 /// Cheaply clonable handle on [`Inner`].
@@ -108,7 +109,7 @@ impl AppState {
     pub async fn keyring(&self) -> ApiResult<Arc<Vec<SigningKey>>> {
         if let Ok(guard) = self.keys.lock()
             && let Some((at, keys)) = guard.as_ref()
-            && at.elapsed() < KEYRING_TTL
+            && (0..KEYRING_TTL_SECS).contains(&(self.now() - at))
         {
             return Ok(keys.clone());
         }
@@ -117,9 +118,10 @@ impl AppState {
 
     /// Re-reads the signing keys (after a rotation, or on an unknown `kid`).
     pub async fn reload_keyring(&self) -> ApiResult<Arc<Vec<SigningKey>>> {
-        let keys = Arc::new(keyring::load(&self.db, &self.master, self.now()).await?);
+        let now = self.now();
+        let keys = Arc::new(keyring::load(&self.db, &self.master, now).await?);
         if let Ok(mut guard) = self.keys.lock() {
-            *guard = Some((Instant::now(), keys.clone()));
+            *guard = Some((now, keys.clone()));
         }
         Ok(keys)
     }
