@@ -130,7 +130,7 @@ soak: build $(ENVOY)
 		MESHGATE_BIN=$(abspath target/debug/meshgate) python3 envoy/e2e/soak.py
 
 # Fuzzing (issue 11, SECURITY.md): cargo-fuzz targets over the pure core in
-# fuzz (its own workspace): jwt, path_route, config, sync, ratelimit,
+# fuzz (its own workspace): jwt, path_route, config, sync, ratelimit, header_map,
 # FUZZ_SECS seconds each. Installs cargo-fuzz when missing; stable rustc is
 # enough (fuzz/run.sh sets RUSTC_BOOTSTRAP=1 for its -Z flags).
 # One target: make fuzz FUZZ_TARGETS=jwt FUZZ_SECS=600.

@@ -13,8 +13,9 @@ use serde_json::json;
 fn decide(engine: &Engine, header: (&str, &str), now: i64) -> Decision<'static> {
     // The decision borrows the engine and the request's headers; leak both
     // for the test's convenience.
-    let headers: &'static [(String, Vec<u8>)] =
-        Box::leak(vec![(header.0.to_string(), header.1.as_bytes().to_vec())].into_boxed_slice());
+    let name: &'static str = Box::leak(header.0.into());
+    let value: &'static [u8] = Box::leak(header.1.as_bytes().into());
+    let headers: &'static [(&str, &[u8])] = Box::leak(vec![(name, value)].into_boxed_slice());
     let req = Request { method: "GET", path: b"/orders", authority: "shop", headers, peer: None };
     let engine: &'static Engine = Box::leak(Box::new(engine.clone()));
     engine.decide(&req, (now as u64) * 1_000_000, &MemoryStore::default())

@@ -45,7 +45,8 @@ async fn filter_accepts(env: &LoginEnv, token: &str) -> String {
         "issuers": [{"issuer": env.app.state.config.issuer, "audiences": [env.app.state.config.audience], "keys": jwks["keys"]}],
     });
     let engine = Engine::new(meshgate_core::compile(config.to_string().as_bytes()).expect("filter config"));
-    let headers = vec![("authorization".to_string(), format!("Bearer {token}").into_bytes())];
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_bytes())];
     let req = Request { method: "GET", path: b"/orders", authority: "shop", headers: &headers, peer: None };
     let now = (env.app.state.now() as u64) * 1_000_000;
     match engine.decide(&req, now, &MemoryStore::default()) {

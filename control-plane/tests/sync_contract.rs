@@ -17,7 +17,7 @@ use meshgate_wire::sync::{SyncKind, SyncResponse};
 use serde_json::json;
 
 fn allowed(engine: &Engine, header: (&str, &str), now: i64) -> bool {
-    let headers = vec![(header.0.to_string(), header.1.as_bytes().to_vec())];
+    let headers = [(header.0, header.1.as_bytes())];
     let req = Request { method: "GET", path: b"/orders", authority: "shop", headers: &headers, peer: None };
     matches!(engine.decide(&req, (now as u64) * 1_000_000, &MemoryStore::default()), Decision::Allow(_))
 }

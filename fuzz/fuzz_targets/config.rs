@@ -20,11 +20,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let engine = Engine::new(compiled);
     let bearer = format!("Bearer {}", api_key()).into_bytes();
-    let headers: [Vec<(String, Vec<u8>)>; 3] = [
-        vec![],
-        vec![("authorization".to_owned(), bearer)],
-        vec![("x-guest-id".to_owned(), b"g-1".to_vec()), ("x-forwarded-for".to_owned(), b"1.2.3.4, 5.6.7.8".to_vec())],
-    ];
+    let headers: [&[(&str, &[u8])]; 3] =
+        [&[], &[("authorization", &bearer)], &[("x-guest-id", b"g-1"), ("x-forwarded-for", b"1.2.3.4, 5.6.7.8")]];
     for (method, path) in [("GET", "/"), ("POST", "/api/x"), ("GET", "/admin/../public/a?b=c")] {
         for h in &headers {
             let req = Request {

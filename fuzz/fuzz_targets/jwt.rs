@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let raw_value =
         if mode % 3 == 0 { [b"Bearer ".as_slice(), rest].concat() } else { format!("Bearer {token}").into_bytes() };
-    let headers = vec![("authorization".to_owned(), raw_value), ("x-user-id".to_owned(), b"spoofed".to_vec())];
+    let headers = [("authorization", raw_value.as_slice()), ("x-user-id", b"spoofed".as_slice())];
     let req = Request {
         method: "GET",
         path: b"/api/x",

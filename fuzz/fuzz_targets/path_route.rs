@@ -67,14 +67,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(method) = std::str::from_utf8(method) else { return };
     let authority = String::from_utf8_lossy(authority);
     let engine = engine(flags & 2 != 0);
-    let mut headers = vec![("x-user-roles".to_owned(), b"admin".to_vec())];
+    let bearer;
+    let mut headers = vec![("x-user-roles", b"admin".as_slice())];
     if flags & 4 != 0 {
         let payload = format!(
             r#"{{"iss":"{ISS}","aud":"api","sub":"root","exp":{},"roles":["admin","ops"],"scope":"reports:read"}}"#,
             NOW + 600
         );
         let token = hs_sign(br#"{"alg":"HS256","kid":"hs1"}"#, payload.as_bytes());
-        headers.push(("authorization".to_owned(), format!("Bearer {token}").into_bytes()));
+        bearer = format!("Bearer {token}");
+        headers.push(("authorization", bearer.as_bytes()));
     }
     let req = Request { method, path, authority: &authority, headers: &headers, peer: Some("10.0.0.1") };
     let first = decide_checked(&engine, &req);

@@ -113,10 +113,7 @@ fuzz_target!(|input: Input| {
     // dominate each run; updates create absent slots all the same.
     let store = MemoryStore::default();
     let mut now_us = NOW_US;
-    let xff = vec![
-        ("x-forwarded-for".to_owned(), b"192.0.2.1, 198.51.100.7".to_vec()),
-        ("x-tenant".to_owned(), b"t1".to_vec()),
-    ];
+    let xff = [("x-forwarded-for", b"192.0.2.1, 198.51.100.7".as_slice()), ("x-tenant", b"t1".as_slice())];
     for step in input.steps.iter().take(64) {
         now_us += u64::from(step.advance_us);
         let identity = step.user.map(|u| Identity {

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok((meta, _)) = Meta::read(&store) else { return };
     let Ok(engine) = engine_for(config(false), &meta, None) else { return };
     let key = format!("Bearer {}", api_key()).into_bytes();
-    let headers = vec![("authorization".to_owned(), key)];
+    let headers = [("authorization", key.as_slice())];
     for peer in ["10.0.0.1", "2001:db8::1"] {
         let req = Request { method: "GET", path: b"/api/x", authority: "a", headers: &headers, peer: Some(peer) };
         decide_checked_in(&engine, &req, &store);

@@ -163,7 +163,7 @@ pub async fn check(state: &AppState, headers: &HeaderMap, policy: &Policy) -> Re
     let pairs: Vec<HeaderPair> = headers
         .iter()
         .filter(|(name, _)| matches!(name.as_str(), "authorization" | "x-api-key" | "x-service-key" | "x-admin-key"))
-        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
         .collect();
     let prefixes = [state.config.apikey_prefix.clone()];
     let found = credential::extract(&pairs, &NAMES, &prefixes, false).map_err(|r| Denied::Reason(r, None))?;

@@ -7,8 +7,7 @@
 use crate::denial::Reason;
 use crate::identity::Headers;
 
-/// A request header as the host hands it over: name and raw value.
-pub type HeaderPair = (String, Vec<u8>);
+pub use crate::header_map::HeaderPair;
 
 /// The one credential found in a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +32,7 @@ pub enum Credential<'a> {
 /// The single value of header `name`, trimmed; `Ok(None)` when absent,
 /// [`Reason::DuplicateCredential`] when repeated, and
 /// [`Reason::MalformedCredential`] when not visible ASCII.
-pub fn single_value<'a>(headers: &'a [HeaderPair], name: &str) -> Result<Option<&'a str>, Reason> {
+pub fn single_value<'a>(headers: &'a [HeaderPair<'a>], name: &str) -> Result<Option<&'a str>, Reason> {
     let mut found = None;
     for (n, v) in headers {
         if n.eq_ignore_ascii_case(name) {
@@ -86,7 +85,7 @@ pub fn is_valid_guest_id(id: &str) -> bool {
 /// Finds the request's credential. `guests` says whether the route looks
 /// at the guest header at all (elsewhere it is only stripped).
 pub fn extract<'a>(
-    headers: &'a [HeaderPair],
+    headers: &'a [HeaderPair<'a>],
     names: &Headers,
     prefixes: &[String],
     guests: bool,

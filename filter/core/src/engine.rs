@@ -34,7 +34,7 @@ pub struct Request<'a> {
     /// `:authority` (or `host`).
     pub authority: &'a str,
     /// All request headers, as the host lists them.
-    pub headers: &'a [HeaderPair],
+    pub headers: &'a [HeaderPair<'a>],
     /// The TCP peer address (`source.address`), when limits need it.
     pub peer: Option<&'a str>,
 }
@@ -156,7 +156,7 @@ fn refusal_reason(refusal: Refusal) -> Reason {
     }
 }
 
-fn has_header(headers: &[HeaderPair], name: &str) -> bool {
+fn has_header(headers: &[HeaderPair<'_>], name: &str) -> bool {
     headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
 }
 
@@ -417,7 +417,7 @@ impl Engine {
         // `X_User_ID` is `X-User-ID` to CGI, WSGI and PHP upstreams: strip
         // underscore spellings of every owned name too.
         remove.extend(
-            req.headers.iter().map(|(n, _)| n.as_str()).filter(|n| {
+            req.headers.iter().map(|&(n, _)| n).filter(|n| {
                 n.contains('_') && names.owned().iter().any(|o| crate::identity::same_but_underscores(n, o))
             }),
         );

@@ -11,6 +11,7 @@
 //! | [`config`] | plugin JSON → validated [`config::CompiledConfig`], errors naming the field |
 //! | [`path`] | request-target normalization, ambiguous encodings refused |
 //! | [`route`] | first-match route table (host, path exact/prefix/template, methods) |
+//! | [`header_map`] | the host's serialized header map, parsed in place |
 //! | [`credential`] | which single credential a request carries |
 //! | [`jwk`], [`jwt`] | keys pinned to algorithms; JWT verification |
 //! | [`apikey`], [`keystore`] | the API key format; digest lookup of keys |
@@ -32,6 +33,7 @@ pub mod credential;
 pub mod credits;
 pub mod denial;
 pub mod engine;
+pub mod header_map;
 mod hex;
 pub mod identity;
 pub mod jwk;

@@ -136,7 +136,7 @@ fn client_ip_from_x_forwarded_for_counts_trusted_hops_from_the_right() {
     limits["client_ip"] = json!({"source": "x_forwarded_for", "trusted_hops": 1});
     let engine = engine_with(limits);
     let rl = &engine.config.rate_limits;
-    let headers = vec![("x-forwarded-for".to_owned(), b"6.6.6.6, 203.0.113.7".to_vec())];
+    let headers = [("x-forwarded-for", &b"6.6.6.6, 203.0.113.7"[..])];
     assert_eq!(rl.client_ip(Some("10.1.1.1:443"), &headers), Some("203.0.113.7"));
     assert_eq!(rl.client_ip(Some("10.1.1.1:443"), &[]), Some("10.1.1.1"), "falls back to the peer");
     assert_eq!(engine_with(per_ip(1, 60)).config.rate_limits.client_ip(Some("[::1]:8080"), &headers), Some("::1"));

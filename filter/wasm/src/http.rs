@@ -1,12 +1,15 @@
 //! The HTTP context: one request's trip through the core.
 //!
-//! `on_http_request_headers` reads the headers once, asks the engine, and
-//! either edits the request and continues, or sends the rendered denial.
-//! Host failures follow the configured failure mode.
+//! `on_http_request_headers` reads the headers once (one buffer, parsed in
+//! place: see [`crate::host_map`]), asks the engine, and either edits the
+//! request and continues, or sends the rendered denial. Host failures,
+//! a header map that does not parse among them, follow the configured
+//! failure mode.
 
 use crate::metrics::Metrics;
 use crate::store::SharedData;
 use meshgate_core::engine::{Allow, Decision, Request};
+use meshgate_core::header_map::{self, HeaderPair};
 use meshgate_core::{Denial, Engine, LocalResponse, Reason};
 use meshgate_wire::config::{FailureMode, ProblemDetails};
 use proxy_wasm::hostcalls;
@@ -29,8 +32,8 @@ pub struct Http {
     reservation: Option<meshgate_core::credits::Reservation>,
 }
 
-fn pseudo<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+fn pseudo<'a>(headers: &[HeaderPair<'a>], name: &str) -> Option<&'a str> {
+    headers.iter().find(|&&(n, _)| n == name).and_then(|&(_, v)| std::str::from_utf8(v).ok())
 }
 
 impl Http {
@@ -83,7 +86,7 @@ impl Http {
     /// the whole map (Envoy's `setHeaderMapPairs` removes every header, then
     /// adds the pairs in order): each call crosses the Wasm boundary, which
     /// costs more in V8 than copying a request's headers.
-    fn apply(&mut self, allow: &Allow<'_>, headers: &[(String, Vec<u8>)]) -> Result<(), proxy_wasm::types::Status> {
+    fn apply(&mut self, allow: &Allow<'_>, headers: &[HeaderPair<'_>]) -> Result<(), proxy_wasm::types::Status> {
         let edits = allow.remove.len() + allow.set.len() + usize::from(allow.rewrite_path.is_some());
         if edits >= 2 {
             let dropped = |name: &str| {
@@ -91,11 +94,11 @@ impl Http {
                     || allow.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
             };
             let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + allow.set.len());
-            for (name, value) in headers {
+            for &(name, value) in headers {
                 match &allow.rewrite_path {
                     Some(path) if name == ":path" => pairs.push((":path", path.as_bytes())),
                     _ if dropped(name) => {}
-                    _ => pairs.push((name.as_str(), value.as_slice())),
+                    _ => pairs.push((name, value)),
                 }
             }
             pairs.extend(allow.set.iter().map(|(name, value)| (*name, value.as_bytes())));
@@ -122,7 +125,8 @@ impl HttpContext for Http {
         if self.stale {
             return self.refuse_stale(&engine);
         }
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else { return self.fail() };
+        let Ok(buffer) = crate::host_map::get(MapType::HttpRequestHeaders) else { return self.fail() };
+        let Ok(headers) = header_map::parse(&buffer) else { return self.fail() };
         let Ok(now) = hostcalls::get_current_time() else { return self.fail() };
         let now_us = now.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let peer = if engine.needs_peer() {

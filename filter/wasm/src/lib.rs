@@ -3,10 +3,13 @@
 //! The proxy-wasm module Envoy loads. Thin by design: the root context
 //! compiles the plugin configuration once ([`root`]); each HTTP context
 //! hands the request to `meshgate-core` and maps the decision to a host
-//! action ([`http`]); [`metrics`] counts outcomes; [`store`] keeps rate-limit
-//! counters in Envoy's shared data; [`sync`] follows the control plane's feed; [`credits`] meters requests and flushes usage. Every host call goes
+//! action ([`http`]); [`host_map`] reads the request headers in one
+//! buffer; [`metrics`] counts outcomes; [`store`] keeps rate-limit counters
+//! in Envoy's shared data; [`sync`] follows the control plane's feed;
+//! [`credits`] meters requests and flushes usage. Every host call goes
 //! through `proxy_wasm::hostcalls`, whose `Result`s are handled, rather than
-//! the `Context` helpers, which `unwrap` internally.
+//! the `Context` helpers, which `unwrap` internally; the one exception,
+//! [`host_map`], declares a raw call the SDK does not expose.
 //!
 //! Not all panics are ours to prevent: the SDK's hostcall wrappers panic on
 //! statuses the ABI does not allow for a call (a misbehaving host). Nothing
@@ -15,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod credits;
+pub mod host_map;
 pub mod http;
 pub mod metrics;
 pub mod root;

@@ -212,7 +212,7 @@ pub struct LimitInput<'a> {
     /// Verified identity.
     pub identity: Option<&'a Identity>,
     /// Request headers.
-    pub headers: &'a [HeaderPair],
+    pub headers: &'a [HeaderPair<'a>],
 }
 
 /// All limits of a configuration.
@@ -372,7 +372,7 @@ impl RateLimits {
 
     /// The client IP: the peer, or the configured `X-Forwarded-For` entry
     /// (falling back to the peer when the header is absent or short).
-    pub fn client_ip<'a>(&self, peer: Option<&'a str>, headers: &'a [HeaderPair]) -> Option<&'a str> {
+    pub fn client_ip<'a>(&self, peer: Option<&'a str>, headers: &'a [HeaderPair<'a>]) -> Option<&'a str> {
         let peer = peer.map(strip_port);
         let ClientIpSource::XForwardedFor { trusted_hops } = self.ip_source else { return peer };
         let xff = headers

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::prelude::*;
 use meshgate_core::engine::{Engine, Request};
+use meshgate_core::header_map::HeaderPair;
 use meshgate_core::{apikey, compile};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -188,7 +189,10 @@ pub struct Req {
     pub method: String,
     pub path: String,
     pub authority: String,
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Leaked, so `view()` can lend them as the borrowed pairs a
+    /// `Request` holds (the filter borrows them from the host's buffer);
+    /// a test builds a handful of requests, a bench builds them once.
+    pub headers: Vec<HeaderPair<'static>>,
     pub peer: Option<String>,
 }
 
@@ -207,13 +211,13 @@ impl Req {
         }
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.as_bytes().to_vec()));
-        self
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.raw_header(name, value.as_bytes())
     }
 
     pub fn raw_header(mut self, name: &str, value: &[u8]) -> Self {
-        self.headers.push((name.to_owned(), value.to_vec()));
+        let name: &'static str = Box::leak(name.into());
+        self.headers.push((name, Box::leak(value.into())));
         self
     }
 
