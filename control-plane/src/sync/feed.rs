@@ -21,6 +21,9 @@
 //! fills a run of consecutive shards. Each page is its own read: rows that change
 //! while a filter pages are repeated by the deltas it asks for next (from
 //! the first page's version), so the result converges on the same state.
+//! On a SQLite file, a page's keys and revocations are read by
+//! [`super::direct`], after this transaction read the version and by the
+//! same argument: the rows are at least as new as the version they ship with.
 
 use std::collections::HashMap;
 
