@@ -151,6 +151,32 @@ fn resolve_segments(encoded: &str) -> String {
     path
 }
 
+/// Whether `raw_path` (origin-form, before any `?`) is already what
+/// [`decode`] and [`resolve_segments`] would make of it: only bytes
+/// `decode` copies as they are (no `%`, nothing it refuses), no empty
+/// segment but a trailing one, no `.` or `..` segment. Most requests are;
+/// they skip the two passes and their four allocations.
+fn is_canonical(raw_path: &[u8], limits: PathLimits) -> bool {
+    let plain = raw_path.iter().all(|&b| match b {
+        b'%' | b'\\' | b'#' | 0..=b' ' | 0x7f..=0xff => false,
+        b';' => limits.allow_parameters,
+        _ => true,
+    });
+    let mut segments = raw_path.split(|&b| b == b'/').skip(1).peekable();
+    plain
+        && std::iter::from_fn(|| segments.next().map(|s| (s, segments.peek().is_none())))
+            .all(|(segment, last)| !matches!(segment, b"." | b"..") && (last || !segment.is_empty()))
+}
+
+/// The canonical form of an origin-form path: decoded, checked, resolved.
+fn canonical(raw_path: &[u8], limits: PathLimits) -> Result<String, PathError> {
+    let (encoded, decoded) = decode(raw_path, limits)?;
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err(PathError::InvalidUtf8);
+    }
+    Ok(resolve_segments(&encoded))
+}
+
 /// Normalizes a raw `:path` value.
 pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath, PathError> {
     if raw.len() > limits.max_bytes {
@@ -163,10 +189,12 @@ pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath, PathE
     if raw_path.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
     }
-    let (encoded, decoded) = decode(raw_path, limits)?;
-    if std::str::from_utf8(&decoded).is_err() {
-        return Err(PathError::InvalidUtf8);
-    }
+    let path = if is_canonical(raw_path, limits) {
+        // ASCII by construction.
+        String::from_utf8(raw_path.to_vec()).map_err(|_| PathError::InvalidUtf8)?
+    } else {
+        canonical(raw_path, limits)?
+    };
     let query = match raw_query {
         Some(q) if q.contains(&b'#') => return Err(PathError::Ambiguous),
         Some(q) => {
@@ -178,7 +206,6 @@ pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath, PathE
         }
         None => None,
     };
-    let path = resolve_segments(&encoded);
     let changed = path.as_bytes() != raw_path;
     Ok(NormalizedPath { path, query, changed })
 }
@@ -252,6 +279,37 @@ mod tests {
         let same = normalize(b"/b?x=1", LIMITS)?;
         assert!(!same.changed);
         Ok(())
+    }
+
+    /// The shortcut must only take paths the full pass leaves as they are:
+    /// every path of up to 6 bytes over an alphabet of the bytes that
+    /// matter, with and without `;` parameters.
+    #[test]
+    fn paths_taken_as_canonical_are_what_the_full_pass_returns() {
+        const ALPHABET: &[u8] = b"/a.%;\\#\x20\xc3";
+        let mut shortcuts = 0;
+        for len in 0..=6u32 {
+            for n in 0..ALPHABET.len().pow(len) {
+                let mut raw = vec![b'/'];
+                let mut rest = n;
+                for _ in 0..len {
+                    raw.push(ALPHABET[rest % ALPHABET.len()]);
+                    rest /= ALPHABET.len();
+                }
+                for allow_parameters in [false, true] {
+                    let limits = PathLimits { max_bytes: 64, allow_parameters };
+                    if is_canonical(&raw, limits) {
+                        shortcuts += 1;
+                        assert_eq!(canonical(&raw, limits).as_deref().map(str::as_bytes), Ok(&raw[..]), "{raw:?}");
+                    }
+                }
+            }
+        }
+        assert!(shortcuts > 1000, "{shortcuts}");
+        assert!(
+            is_canonical(b"/api/v1/users/42", LIMITS) && is_canonical(b"/", LIMITS) && is_canonical(b"/a/", LIMITS)
+        );
+        assert!(!is_canonical(b"//a", LIMITS) && !is_canonical(b"/a/.", LIMITS) && !is_canonical(b"/a/../b", LIMITS));
     }
 
     #[test]
