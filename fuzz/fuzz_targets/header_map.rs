@@ -7,7 +7,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshgate_core::engine::Request;
 use meshgate_core::header_map::{parse, serialize};
 use meshgate_fuzz::*;
 
@@ -16,12 +15,5 @@ fuzz_target!(|data: &[u8]| {
     let again = serialize(headers.iter().copied()).expect("a parsed map fits the format");
     assert_eq!(parse(&again).as_deref(), Ok(headers.as_slice()), "round trip changed the map");
     let engine = engine(false);
-    let req = Request {
-        method: "GET",
-        path: b"/api/x",
-        authority: "api.example.com",
-        headers: &headers,
-        peer: Some("10.0.0.1"),
-    };
-    decide_checked(&engine, &req);
+    decide_checked(&engine, &api_request(&headers));
 });

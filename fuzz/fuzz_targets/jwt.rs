@@ -14,7 +14,6 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use meshgate_core::engine::Request;
 use meshgate_core::identity::is_header_safe_token;
 use meshgate_fuzz::*;
 
@@ -47,12 +46,5 @@ fuzz_target!(|data: &[u8]| {
     let raw_value =
         if mode % 3 == 0 { [b"Bearer ".as_slice(), rest].concat() } else { format!("Bearer {token}").into_bytes() };
     let headers = [("authorization", raw_value.as_slice()), ("x-user-id", b"spoofed".as_slice())];
-    let req = Request {
-        method: "GET",
-        path: b"/api/x",
-        authority: "api.example.com",
-        headers: &headers,
-        peer: Some("10.0.0.1"),
-    };
-    decide_checked(&engine, &req);
+    decide_checked(&engine, &api_request(&headers));
 });

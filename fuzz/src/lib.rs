@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use meshgate_core::engine::{Decision, Engine, Request};
+use meshgate_core::header_map::HeaderPair;
 use meshgate_core::ratelimit::table::{CounterStore, MemoryStore};
 use meshgate_core::{CompiledConfig, LocalResponse, apikey};
 use meshgate_wire::config::ProblemDetails;
@@ -123,6 +124,12 @@ pub fn assert_local_response(resp: &LocalResponse) {
     assert_eq!(body["status"].as_u64(), Some(u64::from(resp.status)));
     let ty = body["type"].as_str().unwrap_or_default();
     assert!(ty.starts_with("urn:meshgate:problem:"), "type {ty}");
+}
+
+/// `GET /api/x` on `api.example.com` from `10.0.0.1` with `headers`: the
+/// request the targets that vary only headers send.
+pub fn api_request<'a>(headers: &'a [HeaderPair<'a>]) -> Request<'a> {
+    Request { method: "GET", path: b"/api/x", authority: "api.example.com", headers, peer: Some("10.0.0.1") }
 }
 
 /// Runs one request through `engine` and checks the decision's output:
