@@ -31,9 +31,15 @@ impl std::fmt::Debug for Program {
     }
 }
 
+/// `MESHGATE_PERFMAP=1` makes compiled Wasm functions visible to `perf` (wasmtime writes
+/// `/tmp/perf-<pid>.map`): build the filter with symbols and run `hot_path::profile_loop`
+/// under `perf record` to see where a request's instructions go (README, "Profiling").
 fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(true);
+    if std::env::var_os("MESHGATE_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config)
 }
 

@@ -51,6 +51,20 @@ fn log(c: &mut Ctx<'_>, level: u32, ptr: u32, len: u32) -> Result<Status> {
         bail!("unknown log level {level}");
     };
     let message = String::from_utf8_lossy(&read(c, ptr, len)?).into_owned();
+    if let Some(name) = message.strip_prefix("MARK ") {
+        // The fuel counter is refilled at each call into the VM: a stretch that
+        // would span two calls is dropped (`saturating_sub` below).
+        let left = c.get_fuel().unwrap_or(0);
+        super::MARKS.with(|m| {
+            let mut m = m.borrow_mut();
+            let last = m.0;
+            m.0 = left;
+            if last != 0 {
+                *m.1.entry(name.to_owned()).or_insert(0) += last.saturating_sub(left);
+            }
+        });
+        return Ok(Status::Ok);
+    }
     let s = c.data_mut();
     let context_id = s.effective_context;
     if std::env::var_os("MESHGATE_TEST_LOG").is_some() {

@@ -46,6 +46,21 @@ pub fn host_calls() -> BTreeMap<&'static str, u64> {
     TALLY.with(|t| std::mem::take(&mut *t.borrow_mut()))
 }
 
+thread_local! {
+    /// Fuel left at the last `MARK` log line, and the fuel spent between marks so far,
+    /// by the name of the mark that ends each stretch (see [`take_marks`]).
+    pub(crate) static MARKS: RefCell<(u64, BTreeMap<String, u64>)> = const { RefCell::new((0, BTreeMap::new())) };
+}
+
+/// Wasm instructions (fuel) spent between log lines `MARK <name>` on this thread, summed
+/// by the name ending each stretch, and resets them. A profiling aid: put
+/// `hostcalls::log(LogLevel::Critical, "MARK parse")` lines into a filter build by hand
+/// and run `hot_path::profile_loop` (README, "Profiling the filter"). Marked lines are
+/// not kept as log lines. A stretch spans one call into the VM only.
+pub fn take_marks() -> BTreeMap<String, u64> {
+    MARKS.with(|m| std::mem::take(&mut m.borrow_mut().1))
+}
+
 /// Names the host call in an error, and turns a status into the returned code.
 pub(crate) fn named(name: &'static str, result: Result<Status>) -> Result<u32> {
     tally(name);

@@ -32,23 +32,29 @@ struct Cost {
     fuel: u64,
 }
 
+/// A configured VM of `program` and one request's round trip on it.
+fn warm_vm(host: &Host, program: &Program, config: &Value) -> Vm {
+    host.set_now(NOW);
+    let mut vm = Vm::new(host, program, VmOptions::with_config(config.to_string())).expect("vm");
+    vm.configure().expect("configure");
+    vm
+}
+
+fn round_trip(vm: &mut Vm, request: &Request) {
+    let exchange = vm.send(request).expect("send");
+    assert!(!matches!(exchange.outcome, Outcome::Responded(_)), "{:?}", exchange.outcome);
+    vm.response_headers(exchange.id, Headers(vec![(":status".into(), b"200".to_vec())]), true).expect("response");
+    vm.close(exchange.id).expect("close");
+}
+
 fn cost_on(program: &Program, config: &Value, request: &Request, n: u64) -> Cost {
     let host = Host::new();
-    host.set_now(NOW);
-    let mut vm = Vm::new(&host, program, VmOptions::with_config(config.to_string())).expect("vm");
-    vm.configure().expect("configure");
-    let response = Headers(vec![(":status".into(), b"200".to_vec())]);
-    let once = |vm: &mut Vm| {
-        let exchange = vm.send(request).expect("send");
-        assert!(!matches!(exchange.outcome, Outcome::Responded(_)), "{:?}", exchange.outcome);
-        vm.response_headers(exchange.id, response.clone(), true).expect("response");
-        vm.close(exchange.id).expect("close");
-    };
-    once(&mut vm);
+    let mut vm = warm_vm(&host, program, config);
+    round_trip(&mut vm, request);
     host_calls();
     vm.take_fuel();
     for _ in 0..n {
-        once(&mut vm);
+        round_trip(&mut vm, request);
     }
     let calls = host_calls();
     assert!(calls.values().all(|c| c % n == 0), "some calls are not per request: {calls:?}");
@@ -111,5 +117,30 @@ fn wasm_work_per_request() {
     }
     for (label, fuel, _) in &rows {
         assert!(*fuel < 400_000, "{label}: {fuel} instructions per request");
+    }
+}
+
+/// Not a check: a loop of warm requests to run under `perf record` with
+/// `MESHGATE_PERFMAP=1` (README, "Profiling the filter"). `MESHGATE_PROFILE` picks
+/// the request (`jwt`, `key`, `public`; default `jwt`), `MESHGATE_PROFILE_REQUESTS`
+/// how many (default 100000).
+#[test]
+#[ignore = "a profiling loop, run by hand"]
+fn profile_loop() {
+    let request = match std::env::var("MESHGATE_PROFILE").as_deref() {
+        Ok("key") => Request::get("/api/orders").header("x-api-key", &api_key()),
+        Ok("public") => Request::get("/health"),
+        _ => Request::get("/api/orders").bearer(&token()),
+    };
+    let n = std::env::var("MESHGATE_PROFILE_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let host = Host::new();
+    let mut vm = warm_vm(&host, Program::filter(), &bench_policy());
+    vm.take_fuel();
+    for _ in 0..n {
+        round_trip(&mut vm, &request);
+    }
+    println!("{n} requests, {} Wasm instructions each", vm.take_fuel() / n);
+    for (k, v) in meshgate_tests::take_marks() {
+        println!("{k:>28} {:>8}", v / n);
     }
 }
