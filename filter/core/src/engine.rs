@@ -6,7 +6,8 @@ use crate::apikey::ApiKeyDigest;
 use crate::config::CompiledConfig;
 use crate::credential::{self, Credential, HeaderPair};
 use crate::denial::{Denial, Reason};
-use crate::identity::Identity;
+use crate::header_map::Value;
+use crate::identity::{Headers, Identity};
 use crate::jwt::KeyRing;
 use crate::keystore::{KeyEntry, KeyKindTag, KeyStore};
 use crate::path;
@@ -48,14 +49,29 @@ pub struct Allow<'c> {
     pub identity: Option<Arc<Identity>>,
     /// Headers to remove (present in the request, owned or hidden).
     pub remove: Vec<&'c str>,
-    /// Headers to set, replacing any existing value.
-    pub set: Vec<(&'c str, String)>,
+    /// Where the identity headers go (see [`Allow::set`]).
+    names: &'c Headers,
     /// New `:path` when normalization changed it.
     pub rewrite_path: Option<String>,
     /// Headers for the upstream's response (`RateLimit`… when configured).
     pub response_headers: Vec<(String, String)>,
     /// What each rate-limit rule did (for metrics).
     pub limits: LimitReport,
+}
+
+impl<'c> Allow<'c> {
+    /// Every identity header the filter owns, with the value to set it to
+    /// (`None`: not set; if the request had it, it is in `remove`).
+    /// Borrowed from the identity: the warm path allocates nothing for them.
+    pub fn identity_headers(&self) -> [(&'c str, Option<Value<'_>>); 8] {
+        self.names.owned_values(self.identity.as_deref())
+    }
+
+    /// Headers to set, replacing any existing value: the identity's, under
+    /// the configured names.
+    pub fn set(&self) -> impl Iterator<Item = (&'c str, Value<'_>)> {
+        self.identity_headers().into_iter().filter_map(|(name, value)| Some((name, value?)))
+    }
 }
 
 /// The outcome for one request. A denial may carry a limit report too. `Allow` is the common case and is returned
@@ -337,7 +353,7 @@ impl Engine {
             folded = normalized.path.to_ascii_lowercase();
             &folded
         } else {
-            &normalized.path
+            &*normalized.path
         };
         let (route, policy) = self.route(&host, match_path, req.method);
         let denial = |reason: Reason| Denial {
@@ -408,11 +424,14 @@ impl Engine {
                 None => LimitReport::default(),
             },
         };
-        let set = permit.identity.map(|id| names.inject(id)).unwrap_or_default();
+        // The identity the policy lets through is the one verified (public
+        // routes pass it on too), so `Allow::set` injects from `identity`.
+        debug_assert_eq!(permit.identity.map(std::ptr::from_ref), identity.as_deref().map(std::ptr::from_ref));
         let mut remove: Vec<&str> = names
-            .owned()
+            .owned_values(permit.identity)
             .into_iter()
-            .filter(|n| has_header(req.headers, n) && !set.iter().any(|(s, _)| s == n))
+            .filter(|(n, value)| value.is_none() && has_header(req.headers, n))
+            .map(|(n, _)| n)
             .collect();
         // `X_User_ID` is `X-User-ID` to CGI, WSGI and PHP upstreams: strip
         // underscore spellings of every owned name too.
@@ -432,7 +451,7 @@ impl Engine {
             rewrite_path: normalized.changed.then(|| normalized.target()),
             identity,
             remove,
-            set,
+            names,
             response_headers: report.headers.clone(),
             limits: report,
         })

@@ -75,30 +75,108 @@ fn field(data: &[u8], len: u32) -> Result<(&[u8], &[u8]), MapError> {
     }
 }
 
-/// Serializes `pairs` in the same format (what `proxy_set_header_map_pairs`
-/// takes), for round trips in the tests and the `header_map` fuzz target;
-/// the filter's own header write goes through the SDK. `None` when a count
-/// or length does not fit a `u32`. The iterator is walked three times
-/// (sizes, length table, bytes), so the buffer is allocated once.
-pub fn serialize<'p, I>(pairs: I) -> Option<Vec<u8>>
-where
-    I: Iterator<Item = (&'p str, &'p [u8])> + Clone,
-{
-    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(c, b), (n, v)| {
-        (c.saturating_add(1), b.saturating_add(n.len()).saturating_add(v.len()))
-    });
-    let size = count.checked_mul(10)?.checked_add(bytes)?.checked_add(4)?;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&u32::try_from(count).ok()?.to_le_bytes());
-    for (name, value) in pairs.clone() {
-        out.extend_from_slice(&u32::try_from(name.len()).ok()?.to_le_bytes());
-        out.extend_from_slice(&u32::try_from(value.len()).ok()?.to_le_bytes());
+/// A header value to write: bytes as they are, or a list written
+/// comma-joined (identity roles and scopes, which are header-safe tokens
+/// without commas), so a request joins nothing into a new `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// The value's bytes.
+    Bytes(&'a [u8]),
+    /// Elements written with `,` between them.
+    List(&'a [String]),
+}
+
+impl Value<'_> {
+    /// The written length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Value::Bytes(b) => b.len(),
+            Value::List(l) => l.iter().fold(l.len().saturating_sub(1), |n, e| n.saturating_add(e.len())),
+        }
     }
+
+    /// Whether the written value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the written value to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.len(), 0);
+        if let Some(slot) = out.get_mut(start..) {
+            self.write_into(slot);
+        }
+    }
+
+    /// Writes the value over the start of `out` (exactly [`Value::len`]
+    /// bytes; a shorter `out` gets what fits).
+    fn write_into(&self, out: &mut [u8]) {
+        match self {
+            Value::Bytes(b) => copy_prefix(out, b),
+            Value::List(l) => {
+                let mut out = out;
+                for (i, e) in l.iter().enumerate() {
+                    if i > 0 {
+                        out = put(out, b",");
+                    }
+                    out = put(out, e.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Copies as much of `src` as fits over the start of `dst`.
+fn copy_prefix(dst: &mut [u8], src: &[u8]) {
+    let n = src.len().min(dst.len());
+    if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
+        d.copy_from_slice(s);
+    }
+}
+
+/// Writes `src` at the start of `dst` and returns the rest of `dst`.
+fn put<'o>(dst: &'o mut [u8], src: &[u8]) -> &'o mut [u8] {
+    copy_prefix(dst, src);
+    dst.get_mut(src.len()..).unwrap_or_default()
+}
+
+impl std::fmt::Display for Value<'_> {
+    /// The written value (bytes that are not UTF-8 shown lossily).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = Vec::with_capacity(self.len());
+        self.write_to(&mut out);
+        f.write_str(&String::from_utf8_lossy(&out))
+    }
+}
+
+/// Serializes `pairs` in the same format (what `proxy_set_header_map_pairs`
+/// takes): the filter's one header write per request, and round trips in
+/// the tests and the `header_map` fuzz target. `None` when a count or
+/// length does not fit a `u32`. Sizes are summed first, so the buffer is
+/// allocated once, zeroed (the NUL terminators), and written in place.
+pub fn serialize(pairs: &[(&str, Value<'_>)]) -> Option<Vec<u8>> {
+    let count = u32::try_from(pairs.len()).ok()?;
+    let mut bytes = 0usize;
     for (name, value) in pairs {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.extend_from_slice(value);
-        out.push(0);
+        bytes = bytes.checked_add(name.len())?.checked_add(value.len())?;
+    }
+    let table = pairs.len().checked_mul(8)?.checked_add(4)?;
+    let size = table.checked_add(bytes)?.checked_add(pairs.len().checked_mul(2)?)?;
+    let mut out = vec![0u8; size];
+    let (head, mut data) = out.split_at_mut_checked(table)?;
+    let (count_field, mut lengths) = head.split_first_chunk_mut::<4>()?;
+    *count_field = count.to_le_bytes();
+    for (name, value) in pairs {
+        let (entry, rest) = lengths.split_first_chunk_mut::<8>()?;
+        lengths = rest;
+        let value_len = value.len();
+        let [name_field, value_field] = entry.as_chunks_mut::<4>().0 else { return None };
+        *name_field = u32::try_from(name.len()).ok()?.to_le_bytes();
+        *value_field = u32::try_from(value_len).ok()?.to_le_bytes();
+        data = put(data, name.as_bytes()).get_mut(1..)?;
+        value.write_into(data);
+        data = data.get_mut(value_len + 1..)?;
     }
     Some(out)
 }

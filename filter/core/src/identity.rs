@@ -8,6 +8,7 @@
 //! element (a role containing `,`).
 
 use crate::config::ConfigError;
+use crate::header_map::Value;
 use meshgate_wire::config::{CredentialKind, HeaderNames};
 
 /// Who is asking, once a credential has been verified.
@@ -136,16 +137,7 @@ impl Headers {
 
     /// Identity headers the filter owns: always stripped from requests.
     pub fn owned(&self) -> [&str; 8] {
-        [
-            &self.user_id,
-            &self.user_roles,
-            &self.user_scopes,
-            &self.app_id,
-            &self.auth_method,
-            &self.key_id,
-            &self.session_id,
-            &self.guest_id,
-        ]
+        self.owned_values(None).map(|(name, _)| name)
     }
 
     /// Key headers removed when credentials are hidden from upstreams.
@@ -153,31 +145,25 @@ impl Headers {
         [&self.api_key, &self.service_key, &self.admin_key]
     }
 
-    /// The identity headers to set for `identity`.
-    pub fn inject<'h>(&'h self, identity: &Identity) -> Vec<(&'h str, String)> {
-        let mut out = Vec::with_capacity(8);
-        out.push((self.auth_method.as_str(), method_name(identity.method).to_owned()));
-        if !identity.subject.is_empty() {
-            out.push((self.user_id.as_str(), identity.subject.clone()));
-        }
-        if !identity.roles.is_empty() {
-            out.push((self.user_roles.as_str(), identity.roles.join(",")));
-        }
-        if !identity.scopes.is_empty() {
-            out.push((self.user_scopes.as_str(), identity.scopes.join(",")));
-        }
-        let optional = [
-            (&self.app_id, &identity.app_id),
-            (&self.key_id, &identity.key_id),
-            (&self.session_id, &identity.session_id),
-            (&self.guest_id, &identity.guest_id),
-        ];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                out.push((name.as_str(), v.clone()));
-            }
-        }
-        out
+    /// Every owned header with the value `identity` gives it, borrowed from
+    /// both (`None`: the header is not set, only stripped). A warm request
+    /// allocates nothing for them: lists are joined where they are written
+    /// (see [`Value`]).
+    pub fn owned_values<'h, 'i>(&'h self, identity: Option<&'i Identity>) -> [(&'h str, Option<Value<'i>>); 8] {
+        let text = |v: Option<&'i str>| v.map(|v| Value::Bytes(v.as_bytes()));
+        let list = |l: &'i [String]| (!l.is_empty()).then_some(Value::List(l));
+        let id = identity;
+        [
+            (&self.auth_method, id.map(|i| Value::Bytes(method_name(i.method).as_bytes()))),
+            (&self.user_id, text(id.map(|i| i.subject.as_str()).filter(|s| !s.is_empty()))),
+            (&self.user_roles, id.and_then(|i| list(&i.roles))),
+            (&self.user_scopes, id.and_then(|i| list(&i.scopes))),
+            (&self.app_id, text(id.and_then(|i| i.app_id.as_deref()))),
+            (&self.key_id, text(id.and_then(|i| i.key_id.as_deref()))),
+            (&self.session_id, text(id.and_then(|i| i.session_id.as_deref()))),
+            (&self.guest_id, text(id.and_then(|i| i.guest_id.as_deref()))),
+        ]
+        .map(|(name, value)| (name.as_str(), value))
     }
 }
 

@@ -6,25 +6,28 @@
 //! depends on the upstream's parser (encoded `/` or `\`, NUL, invalid UTF-8,
 //! `;` path parameters by default) are rejected rather than guessed.
 
-/// A normalized request target.
+use std::borrow::Cow;
+
+/// A normalized request target, borrowed from the raw one where nothing
+/// had to change (the common case costs no allocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
+pub struct NormalizedPath<'a> {
     /// The canonical path: percent-decoded unreserved characters, other
     /// escapes upper-cased, dot segments resolved, duplicate slashes merged.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The raw query string (after `?`), untouched.
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
     /// Whether `path?query` differs from the raw target, i.e. the upstream
     /// must be sent the rewritten form.
     pub changed: bool,
 }
 
-impl NormalizedPath {
+impl NormalizedPath<'_> {
     /// `path` and `?query` joined, as the upstream should receive it.
     pub fn target(&self) -> String {
         match &self.query {
             Some(q) => format!("{}?{q}", self.path),
-            None => self.path.clone(),
+            None => self.path.clone().into_owned(),
         }
     }
 }
@@ -178,7 +181,7 @@ fn canonical(raw_path: &[u8], limits: PathLimits) -> Result<String, PathError> {
 }
 
 /// Normalizes a raw `:path` value.
-pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath, PathError> {
+pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath<'_>, PathError> {
     if raw.len() > limits.max_bytes {
         return Err(PathError::TooLong);
     }
@@ -191,9 +194,9 @@ pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath, PathE
     }
     let path = if is_canonical(raw_path, limits) {
         // ASCII by construction.
-        String::from_utf8(raw_path.to_vec()).map_err(|_| PathError::InvalidUtf8)?
+        Cow::Borrowed(std::str::from_utf8(raw_path).map_err(|_| PathError::InvalidUtf8)?)
     } else {
-        canonical(raw_path, limits)?
+        Cow::Owned(canonical(raw_path, limits)?)
     };
     let query = match raw_query {
         Some(q) if q.contains(&b'#') => return Err(PathError::Ambiguous),
@@ -202,7 +205,7 @@ pub fn normalize(raw: &[u8], limits: PathLimits) -> Result<NormalizedPath, PathE
             if text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
                 return Err(PathError::InvalidEncoding);
             }
-            Some(text.to_owned())
+            Some(text)
         }
         None => None,
     };
@@ -217,7 +220,7 @@ mod tests {
     const LIMITS: PathLimits = PathLimits { max_bytes: 8192, allow_parameters: false };
 
     fn norm(raw: &str) -> Result<String, PathError> {
-        normalize(raw.as_bytes(), LIMITS).map(|n| n.path)
+        normalize(raw.as_bytes(), LIMITS).map(|n| n.path.into_owned())
     }
 
     #[test]
@@ -273,7 +276,7 @@ mod tests {
     fn query_is_kept_and_change_is_reported() -> Result<(), PathError> {
         let n = normalize(b"//a/../b?x=1&y=%2F", LIMITS)?;
         assert_eq!(n.path, "/b");
-        assert_eq!(n.query.as_deref(), Some("x=1&y=%2F"));
+        assert_eq!(n.query, Some("x=1&y=%2F"));
         assert!(n.changed);
         assert_eq!(n.target(), "/b?x=1&y=%2F");
         let same = normalize(b"/b?x=1", LIMITS)?;

@@ -7,6 +7,7 @@
 use crate::config::ConfigError;
 use crate::policy::CompiledPolicy;
 use meshgate_wire::config::{PathMatch, RouteRule};
+use std::borrow::Cow;
 
 /// One compiled rule.
 #[derive(Debug, Clone)]
@@ -52,15 +53,21 @@ pub fn is_single_authority(authority: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_' | b'%' | b'~'))
 }
 
-/// The host part of an `:authority`, lower-cased, without port or trailing dot.
-pub fn host_of(authority: &str) -> String {
+/// The host part of an `:authority`, lower-cased, without port or trailing
+/// dot: borrowed from `authority` unless it had upper-case letters.
+pub fn host_of(authority: &str) -> Cow<'_, str> {
     let without_port = if let Some(rest) = authority.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.
         rest.split(']').next().unwrap_or(rest)
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 impl HostMatch {

@@ -17,7 +17,7 @@ fn raw(count: u32, lens: &[(u32, u32)], data: &[u8]) -> Vec<u8> {
 }
 
 fn map(pairs: &[HeaderPair<'_>]) -> Vec<u8> {
-    serialize(pairs.iter().copied()).unwrap()
+    serialize(&pairs.iter().map(|&(n, v)| (n, Value::Bytes(v))).collect::<Vec<_>>()).unwrap()
 }
 
 #[test]
@@ -108,4 +108,17 @@ fn serialize_matches_the_abi_layout() {
     let buf = map(&[("ab", b"c")]);
     assert_eq!(buf, raw(1, &[(2, 1)], b"ab\0c\0"));
     assert_eq!(map(&[]), 0u32.to_le_bytes());
+}
+
+#[test]
+fn list_values_are_written_comma_joined_with_their_exact_length() {
+    let roles = ["reader".to_owned(), "ops".to_owned(), "x".to_owned()];
+    for (list, written) in [(&roles[..0], ""), (&roles[..1], "reader"), (&roles[..], "reader,ops,x")] {
+        let value = Value::List(list);
+        assert_eq!(value.to_string(), written);
+        assert_eq!(value.len(), written.len());
+        assert_eq!(value.is_empty(), written.is_empty());
+    }
+    let buf = serialize(&[("x-user-roles", Value::List(&roles)), ("a", Value::Bytes(b"1"))]).unwrap();
+    assert_eq!(parse(&buf).unwrap(), vec![("x-user-roles", &b"reader,ops,x"[..]), ("a", &b"1"[..])]);
 }

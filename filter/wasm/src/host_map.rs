@@ -1,13 +1,18 @@
-//! The request header map as the host serializes it, in one host call.
+//! The request header map as the host serializes it, read and written in
+//! one host call each.
 //!
 //! The SDK's `hostcalls::get_map_bytes` makes the same call, then copies
 //! every header into its own `String` and `Vec`: two allocations per header,
 //! per request. Here the host's buffer is kept whole and
-//! `meshgate_core::header_map::parse` lends the headers out of it. The SDK
-//! does not expose the raw call, so it is declared here, the one place in
-//! the crate with `unsafe` (the workspace denies it; this module allows it).
+//! `meshgate_core::header_map::parse` lends the headers out of it. Writing,
+//! the SDK's `set_map_bytes` wants every value as one byte slice, so the
+//! identity's role and scope lists would first be joined into new strings;
+//! [`set`] takes the buffer `meshgate_core::header_map::serialize` wrote
+//! them into directly. The SDK does not expose the raw calls, so they are
+//! declared here, the one place in the crate with `unsafe` (the workspace
+//! denies it; this module allows it).
 //!
-//! Unlike the SDK wrapper, an unexpected status is an `Err`, not a panic.
+//! Unlike the SDK wrappers, an unexpected status is an `Err`, not a panic.
 
 #![allow(unsafe_code)]
 
@@ -18,6 +23,7 @@ unsafe extern "C" {
     // The status is read as a `u32`, not as the SDK's `Status` enum: a value
     // outside the enum would be undefined behaviour in Rust.
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
 }
 
 /// A status other than `Ok` returned by a raw host call.
@@ -44,4 +50,13 @@ pub fn get(map_type: MapType) -> Result<Vec<u8>, HostStatus> {
     // host then filled. Taking it back as a `Vec` of length and capacity
     // `size` is what the SDK's own `get_map_bytes` does; dropping it frees it.
     Ok(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// Replaces the map `map_type` with the serialized map `map` (Envoy removes
+/// every header, then adds the pairs in order).
+pub fn set(map_type: MapType, map: &[u8]) -> Result<(), HostStatus> {
+    // SAFETY: the host only reads `map.len()` bytes from `map.as_ptr()`,
+    // which stay borrowed for the duration of the call.
+    let status = unsafe { proxy_set_header_map_pairs(map_type as u32, map.as_ptr(), map.len()) };
+    if status == 0 { Ok(()) } else { Err(HostStatus(status)) }
 }

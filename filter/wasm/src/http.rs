@@ -9,7 +9,7 @@
 use crate::metrics::Metrics;
 use crate::store::SharedData;
 use meshgate_core::engine::{Allow, Decision, Request};
-use meshgate_core::header_map::{self, HeaderPair};
+use meshgate_core::header_map::{self, HeaderPair, Value};
 use meshgate_core::{Denial, Engine, LocalResponse, Reason};
 use meshgate_wire::config::{FailureMode, ProblemDetails};
 use proxy_wasm::hostcalls;
@@ -85,33 +85,41 @@ impl Http {
     /// normalised path. Two edits or more go in one host call that replaces
     /// the whole map (Envoy's `setHeaderMapPairs` removes every header, then
     /// adds the pairs in order): each call crosses the Wasm boundary, which
-    /// costs more in V8 than copying a request's headers.
-    fn apply(&mut self, allow: &Allow<'_>, headers: &[HeaderPair<'_>]) -> Result<(), proxy_wasm::types::Status> {
-        let edits = allow.remove.len() + allow.set.len() + usize::from(allow.rewrite_path.is_some());
+    /// costs more in V8 than copying a request's headers. `Err` when the
+    /// host refused an edit.
+    fn apply(allow: &Allow<'_>, headers: &[HeaderPair<'_>]) -> Result<(), ()> {
+        if allow.identity.is_none() && allow.remove.is_empty() && allow.rewrite_path.is_none() {
+            return Ok(());
+        }
+        let owned = allow.identity_headers();
+        let set = || owned.iter().filter_map(|&(name, value)| Some((name, value?)));
+        let set_count = set().count();
+        let edits = allow.remove.len() + set_count + usize::from(allow.rewrite_path.is_some());
         if edits >= 2 {
             let dropped = |name: &str| {
                 allow.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-                    || allow.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
+                    || set().any(|(s, _)| s.eq_ignore_ascii_case(name))
             };
-            let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + allow.set.len());
+            let mut pairs: Vec<(&str, Value<'_>)> = Vec::with_capacity(headers.len() + set_count);
             for &(name, value) in headers {
                 match &allow.rewrite_path {
-                    Some(path) if name == ":path" => pairs.push((":path", path.as_bytes())),
+                    Some(path) if name == ":path" => pairs.push((":path", Value::Bytes(path.as_bytes()))),
                     _ if dropped(name) => {}
-                    _ => pairs.push((name, value)),
+                    _ => pairs.push((name, Value::Bytes(value))),
                 }
             }
-            pairs.extend(allow.set.iter().map(|(name, value)| (*name, value.as_bytes())));
-            return hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs);
+            pairs.extend(set());
+            let map = header_map::serialize(&pairs).ok_or(())?;
+            return crate::host_map::set(MapType::HttpRequestHeaders, &map).map_err(|_| ());
         }
         for name in &allow.remove {
-            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name)?;
+            hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).map_err(|_| ())?;
         }
-        for (name, value) in &allow.set {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))?;
+        for (name, value) in set() {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(&value.to_string())).map_err(|_| ())?;
         }
         if let Some(path) = &allow.rewrite_path {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))?;
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path)).map_err(|_| ())?;
         }
         Ok(())
     }
@@ -150,7 +158,7 @@ impl HttpContext for Http {
                         return self.send(&response, &engine.config.security_headers);
                     }
                 }
-                if self.apply(&allow, &headers).is_err() {
+                if Self::apply(&allow, &headers).is_err() {
                     return self.fail();
                 }
                 self.metrics.allowed(allow.identity.as_ref().map(|i| i.method));

@@ -26,7 +26,9 @@ pub struct Metrics {
     allowed: Option<u32>,
     denied: Option<u32>,
     by_reason: HashMap<Reason, u32>,
-    by_method: HashMap<&'static str, u32>,
+    /// Per credential kind, in [`METHODS`] order (an array: a request
+    /// should not hash a string to count itself).
+    by_method: [Option<u32>; 5],
     anonymous: Option<u32>,
     failures: Option<u32>,
     sync_version: Option<u32>,
@@ -93,12 +95,8 @@ impl Metrics {
                 m.by_reason.insert(reason, id);
             }
         }
-        for kind in METHODS {
-            let name = meshgate_core::identity::method_name(kind);
-            if let Some(id) = counter(&format!("meshgate.allowed.{name}")) {
-                m.by_method.insert(name, id);
-            }
-        }
+        m.by_method =
+            METHODS.map(|kind| counter(&format!("meshgate.allowed.{}", meshgate_core::identity::method_name(kind))));
         let rule = |name: &str| {
             ["allowed", "limited", "shadow_limited"].map(|e| counter(&format!("meshgate.ratelimit.{name}.{e}")))
         };
@@ -153,7 +151,8 @@ impl Metrics {
     pub fn allowed(&self, method: Option<CredentialKind>) {
         self.count(self.allowed);
         match method {
-            Some(kind) => self.count(self.by_method.get(meshgate_core::identity::method_name(kind)).copied()),
+            Some(kind) => self
+                .count(METHODS.iter().position(|k| *k == kind).and_then(|i| self.by_method.get(i).copied().flatten())),
             None => self.count(self.anonymous),
         }
     }

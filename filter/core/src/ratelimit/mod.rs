@@ -443,15 +443,16 @@ impl RateLimits {
         store: &dyn CounterStore,
         now_us: u64,
     ) -> Result<Verdict, StoreError> {
-        let refs: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+        // Only a take from the shared counter needs its key.
+        let shared_key = || hash_key(&parts.iter().map(|p| p.as_ref()).collect::<Vec<&str>>());
         if rule.lease <= 1 || self.headers_on_allowed {
-            return self.run(&rule.table, &rule.gcra, hash_key(&refs), store, now_us);
+            return self.run(&rule.table, &rule.gcra, shared_key(), store, now_us);
         }
         let local = rule.leases.local_key(parts);
         if let Some(verdict) = rule.leases.take(local, now_us) {
             return Ok(verdict);
         }
-        let (verdict, taken) = rule.table.update(store, hash_key(&refs), now_us, |mut e| {
+        let (verdict, taken) = rule.table.update(store, shared_key(), now_us, |mut e| {
             let (v, taken) = rule.gcra.check_n(e.data[0], now_us, rule.lease);
             if !v.allowed {
                 return (None, (v, 0));
