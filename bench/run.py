@@ -323,7 +323,8 @@ def start_central(v: Variant, workdir: Path, cpu: str | None) -> subprocess.Pope
 
 
 def build_variants(wasm: Path, noop_wasm: Path, cold_tokens: int, plugin_path: Path,
-                   extra: list[tuple[str, Path, Path]] = ()) -> list[Variant]:
+                   extra: list[tuple[str, Path, Path]] = (),
+                   noop_extra: list[tuple[str, str]] = ()) -> list[Variant]:
     algs = ["HS256", "ES256", "EdDSA"] if HAVE_CRYPTOGRAPHY else ["HS256"]
     signers = {alg: Signer(alg, f"bench-{alg.lower()}") for alg in algs}
     forged = {alg: Signer(alg, f"bench-{alg.lower()}") for alg in algs}  # same kid, other key
@@ -339,8 +340,15 @@ def build_variants(wasm: Path, noop_wasm: Path, cold_tokens: int, plugin_path: P
                 headers={"authorization": f"Bearer {token['HS256']}"}),
         Variant("noop-wasm", "noop", "no-op proxy-wasm filter (reads 1 header, sets 1), V8",
                 headers={"authorization": f"Bearer {token['HS256']}"},
-                filters=snippet("noop-wasm", 10, WASM=yaml_string(str(noop_wasm)))),
+                filters=snippet("noop-wasm", 10, WASM=yaml_string(str(noop_wasm)), MODES=yaml_string(""))),
     ]
+    # --noop-variant: the no-op filter plus some of the host calls meshgate makes, to
+    # price them on the host's side.
+    for tag, modes in noop_extra:
+        out.append(Variant(f"noop-wasm+{tag}", "extra", f"no-op proxy-wasm filter with host calls: {modes}",
+                           headers={"authorization": f"Bearer {token['HS256']}"},
+                           filters=snippet("noop-wasm", 10, WASM=yaml_string(str(noop_wasm)),
+                                           MODES=yaml_string(modes))))
     for alg, label in (("HS256", "hs256"), ("ES256", "es256"), ("EdDSA", "eddsa")):
         v = Variant(f"native-{label}", "native",
                     f"Envoy jwt_authn ({alg}, inline JWKS, JWT cache) + local_ratelimit", alg=alg)
@@ -709,6 +717,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run meshgate-hs256 with this policy as variant meshgate-hs256+NAME (repeatable)")
     p.add_argument("--variant-wasm", action="append", default=[], metavar="NAME=WASM",
                    help="also run meshgate-hs256 with this .wasm (before/after a change) as meshgate-hs256+NAME")
+    p.add_argument("--noop-variant", action="append", default=[], metavar="NAME=MODES",
+                   help="also run the no-op filter making some of meshgate's host calls, as noop-wasm+NAME "
+                        "(MODES: comma-separated pairs, set-pairs, time, response, response-add, response2; "
+                        "bench/noop-filter/src/lib.rs; repeatable)")
     p.add_argument("--wrk", default=os.environ.get("WRK", "wrk"))
     p.add_argument("--results", default=str(HERE / "results.md"), help="'' to skip writing")
     p.add_argument("--keep", action="store_true", help="keep the rendered configs and Envoy logs")
@@ -749,7 +761,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         extra.append((tag, Path(a.plugin_config), Path(path).resolve()) if is_wasm
                      else (tag, Path(path), wasm))
-    variants = build_variants(wasm, noop, a.cold_tokens, Path(a.plugin_config), extra)
+    noop_extra = []
+    for spec in a.noop_variant:
+        tag, sep, modes = spec.partition("=")
+        known = {"pairs", "set-pairs", "time", "response", "response-add", "response2"}
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", tag) or not set(modes.split(",")) <= known:
+            print(f"bench: want NAME=MODES (of {', '.join(sorted(known))}), got {spec!r}", file=sys.stderr)
+            return 2
+        noop_extra.append((tag, modes))
+    variants = build_variants(wasm, noop, a.cold_tokens, Path(a.plugin_config), extra, noop_extra)
     if a.variants:
         wanted = [n.strip() for n in a.variants.split(",") if n.strip()]
         names = {v.name: v for v in variants}
