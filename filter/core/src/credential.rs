@@ -97,8 +97,9 @@ impl<'a> Seen<'a> {
         };
     }
 
-    /// `Ok(None)` when absent, [`Reason::DuplicateCredential`] when
-    /// repeated, else the checked value.
+    /// The single value, trimmed: `Ok(None)` when absent,
+    /// [`Reason::DuplicateCredential`] when repeated,
+    /// [`Reason::MalformedCredential`] when not visible ASCII.
     fn value(self) -> Result<Option<&'a str>, Reason> {
         match self {
             Seen::Absent => Ok(None),
@@ -106,19 +107,6 @@ impl<'a> Seen<'a> {
             Seen::Repeated => Err(Reason::DuplicateCredential),
         }
     }
-}
-
-/// The single value of header `name`, trimmed; `Ok(None)` when absent,
-/// [`Reason::DuplicateCredential`] when repeated, and
-/// [`Reason::MalformedCredential`] when not visible ASCII.
-pub fn single_value<'a>(headers: &'a [HeaderPair<'a>], name: &str) -> Result<Option<&'a str>, Reason> {
-    let mut seen = Seen::Absent;
-    for &(n, v) in headers {
-        if n.eq_ignore_ascii_case(name) {
-            seen.add(v);
-        }
-    }
-    seen.value()
 }
 
 /// Parses an `Authorization` value. Non-Bearer schemes are not ours:
