@@ -81,8 +81,8 @@ clean:
 NOOP_WASM := bench/noop-filter/target/$(WASM_TARGET)/release/meshgate_bench_noop.wasm
 BENCH_ARGS ?=
 
-.PHONY: bench bench-envoy bench-tools bench-core bench-cp bench-revocation
-bench: bench-envoy bench-revocation bench-core
+.PHONY: bench bench-envoy bench-tools bench-core bench-cp bench-revocation bench-v8
+bench: bench-envoy bench-revocation bench-core bench-v8
 
 # Revocation latency: 100 revocations of five kinds through the control plane's
 # API, timed until both Envoy workers refuse them (p50/p90/p99/max printed).
@@ -109,6 +109,15 @@ bench-envoy: build bench-tools
 # type, with a rate limit, with 10^5 revocations.
 bench-core:
 	$(CARGO) bench -p meshgate-core --bench decide
+
+# The core compiled to wasm32 like the filter and timed under node's V8, no
+# Envoy: first-seen signatures per algorithm (p256's ES256 beside meshgate's
+# per-key tables) and warm decisions, in microseconds. Skipped without node.
+V8_WASM := target/$(WASM_TARGET)/release/meshgate_bench_v8.wasm
+bench-v8: wasm-target
+	@command -v node >/dev/null || { echo "bench-v8: node not found, skipped"; exit 0; }; \
+		$(CARGO) build -p meshgate-bench-v8 --target $(WASM_TARGET) --release && \
+		node --no-warnings bench/v8-core/run.mjs $(V8_WASM)
 
 # Control-plane throughput on SQLite, in process: POST /api/v1/apikeys/verify
 # and POST /api/v1/auth/refresh (args: seconds per endpoint, clients). A thin

@@ -6,9 +6,10 @@
 //! HS/RS and HS/EdDSA confusion cannot happen.
 
 use crate::config::ConfigError;
+use crate::es256::Es256Key;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_simple::prelude::{ES256PublicKey, Ed25519PublicKey, HS256Key, RS256PublicKey};
+use jwt_simple::prelude::{Ed25519PublicKey, HS256Key, RS256PublicKey};
 use meshgate_wire::config::Jwk;
 
 /// An algorithm the filter can verify.
@@ -55,8 +56,8 @@ pub enum KeyMaterial {
     Hs256(HS256Key),
     /// Ed25519 public key.
     EdDsa(Ed25519PublicKey),
-    /// P-256 public key.
-    Es256(ES256PublicKey),
+    /// P-256 public key (verified by `crate::es256`, not jwt-simple).
+    Es256(Es256Key),
     /// RSA public key.
     Rs256(Box<RS256PublicKey>),
 }
@@ -121,7 +122,9 @@ pub fn compile(jwk: &Jwk, field: &str) -> Result<KeyMaterial, ConfigError> {
             let mut point = vec![0x04];
             point.extend(b64(jwk.x.as_ref(), field, "x")?);
             point.extend(b64(jwk.y.as_ref(), field, "y")?);
-            KeyMaterial::Es256(ES256PublicKey::from_bytes(&point).map_err(invalid)?)
+            KeyMaterial::Es256(
+                Es256Key::from_sec1(&point).ok_or_else(|| ConfigError::new(field, "invalid key material"))?,
+            )
         }
         Algorithm::Rs256 => {
             let n = b64(jwk.n.as_ref(), field, "n")?;

@@ -33,6 +33,7 @@ pub mod credential;
 pub mod credits;
 pub mod denial;
 pub mod engine;
+pub mod es256;
 pub mod header_map;
 mod hex;
 pub mod identity;
