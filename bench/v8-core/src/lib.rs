@@ -14,6 +14,7 @@ mod support;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_simple::prelude::ECDSAP256PublicKeyLike;
+use meshgate_core::ed25519::Ed25519Key;
 use meshgate_core::engine::{Decision, Engine};
 use meshgate_core::es256::Es256Key;
 use meshgate_core::ratelimit::table::MemoryStore;
@@ -28,12 +29,13 @@ enum Case {
     Verify(&'static str),
     /// `Engine::decide` of one request: after the first, a cached decision.
     Decide(&'static str),
-    /// The ES256 signature alone: p256's `VerifyingKey` (what jwt-simple
-    /// calls) or meshgate's per-key table (`meshgate_core::es256`).
-    Es256Signature { table: bool },
+    /// A signature alone: the library jwt-simple calls (p256,
+    /// ed25519-compact) or meshgate's per-key tables (`meshgate_core::es256`,
+    /// `meshgate_core::ed25519`).
+    Signature { alg: &'static str, own: bool },
 }
 
-const CASES: [(&str, Case); 11] = [
+const CASES: [(&str, Case); 13] = [
     ("verify/jwt_hs256", Case::Verify("hs")),
     ("verify/jwt_eddsa", Case::Verify("ed")),
     ("verify/jwt_es256", Case::Verify("es")),
@@ -43,8 +45,10 @@ const CASES: [(&str, Case); 11] = [
     ("decide/api_key", Case::Decide("key")),
     ("decide/anonymous_public", Case::Decide("public")),
     ("decide/jwt_eddsa", Case::Decide("ed")),
-    ("signature/es256_p256", Case::Es256Signature { table: false }),
-    ("signature/es256_table", Case::Es256Signature { table: true }),
+    ("signature/es256_p256", Case::Signature { alg: "es", own: false }),
+    ("signature/es256_meshgate", Case::Signature { alg: "es", own: true }),
+    ("signature/eddsa_ed25519_compact", Case::Signature { alg: "ed", own: false }),
+    ("signature/eddsa_meshgate", Case::Signature { alg: "ed", own: true }),
 ];
 
 struct Fixture {
@@ -52,9 +56,11 @@ struct Fixture {
     store: MemoryStore,
     tokens: Vec<(&'static str, String)>,
     requests: Vec<(&'static str, Req)>,
-    /// The ES256 token's signing input and raw signature.
+    /// Signing input and raw signature of the ES256 and EdDSA tokens.
     es256_signed: (Vec<u8>, Vec<u8>),
+    eddsa_signed: (Vec<u8>, Vec<u8>),
     es256_sec1: Vec<u8>,
+    eddsa_public: Vec<u8>,
 }
 
 thread_local! {
@@ -83,11 +89,24 @@ fn build() -> Fixture {
             ("key", Req::get("/api/x").header("x-api-key", &api_key(1))),
             ("public", Req::get("/public/x")),
         ];
-        let es_token = token("es");
-        let (input, sig) = es_token.rsplit_once('.').unwrap_or_default();
-        let es256_signed = (input.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(sig).unwrap_or_default());
+        let split = |token: String| {
+            let (input, sig) = token.rsplit_once('.').unwrap_or_default();
+            (input.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(sig).unwrap_or_default())
+        };
+        let es256_signed = split(token("es"));
+        let eddsa_signed = split(token("ed"));
         let es256_sec1 = support::keys().es.public_key().public_key().to_bytes_uncompressed();
-        Fixture { engine: engine(), store: MemoryStore::default(), tokens, requests, es256_signed, es256_sec1 }
+        let eddsa_public = support::keys().ed.public_key().to_bytes();
+        Fixture {
+            engine: engine(),
+            store: MemoryStore::default(),
+            tokens,
+            requests,
+            es256_signed,
+            eddsa_signed,
+            es256_sec1,
+            eddsa_public,
+        }
     }
 }
 
@@ -143,9 +162,9 @@ pub extern "C" fn run(case: u32, n: u32) -> u32 {
                 ok += u32::from(matches!(black_box(decision), Decision::Allow(_)));
             }
         }
-        Case::Es256Signature { table } => {
+        Case::Signature { alg: "es", own } => {
             let (message, signature) = &f.es256_signed;
-            if *table {
+            if *own {
                 let Some(key) = Es256Key::from_sec1(&f.es256_sec1) else { return 0 };
                 for _ in 0..n {
                     ok += u32::from(black_box(&key).verify(black_box(message), signature));
@@ -153,6 +172,21 @@ pub extern "C" fn run(case: u32, n: u32) -> u32 {
             } else {
                 let Ok(key) = p256::ecdsa::VerifyingKey::from_sec1_bytes(&f.es256_sec1) else { return 0 };
                 let Ok(signature) = p256::ecdsa::Signature::from_slice(signature) else { return 0 };
+                for _ in 0..n {
+                    ok += u32::from(black_box(&key).verify(black_box(message), &signature).is_ok());
+                }
+            }
+        }
+        Case::Signature { own, .. } => {
+            let (message, signature) = &f.eddsa_signed;
+            if *own {
+                let Some(key) = Ed25519Key::from_bytes(&f.eddsa_public) else { return 0 };
+                for _ in 0..n {
+                    ok += u32::from(black_box(&key).verify(black_box(message), signature));
+                }
+            } else {
+                let Ok(key) = ed25519_compact::PublicKey::from_slice(&f.eddsa_public) else { return 0 };
+                let Ok(signature) = ed25519_compact::Signature::from_slice(signature) else { return 0 };
                 for _ in 0..n {
                     ok += u32::from(black_box(&key).verify(black_box(message), &signature).is_ok());
                 }

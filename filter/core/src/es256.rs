@@ -11,7 +11,7 @@
 //! signatures), so variable-time arithmetic is fine.
 //!
 //! Acceptance is exactly p256's (differentially tested against it in
-//! `tests/es256.rs`): r and s in `[1, n)`, high s accepted (JWS does not
+//! `tests/signatures.rs`): r and s in `[1, n)`, high s accepted (JWS does not
 //! normalise s), `x(u1·G + u2·Q) mod n == r`.
 
 use p256::elliptic_curve::group::Curve as _;
@@ -23,29 +23,25 @@ use p256::elliptic_curve::{Field, PrimeField};
 use p256::{AffinePoint, FieldBytes, NistP256, ProjectivePoint, Scalar};
 use primeorder::{Radix16Decomposition, Radix16Digits};
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Rows of the fixed-base table: one per byte of a scalar, plus one for the
 /// carry of the signed radix-16 recoding.
 const TABLE_WINDOWS: usize = 33;
 
 /// An ES256 public key, ready to verify signatures.
+#[derive(Clone)]
 pub struct Es256Key {
     point: ProjectivePoint,
     /// Built on the first verification (about one signature's worth of work,
-    /// 17 KiB), so a key that never signs a token costs nothing.
-    table: OnceLock<Table>,
+    /// 17 KiB), so a key that never signs a token costs nothing; shared by
+    /// the key's clones (a config's keyring is cloned into its engine).
+    table: Arc<OnceLock<Table>>,
 }
 
 impl std::fmt::Debug for Es256Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Es256Key").field("table_built", &self.table.get().is_some()).finish_non_exhaustive()
-    }
-}
-
-impl Clone for Es256Key {
-    fn clone(&self) -> Self {
-        Self { point: self.point, table: self.table.clone() }
     }
 }
 
@@ -60,7 +56,7 @@ impl Es256Key {
         if bool::from(point.is_identity()) {
             return None;
         }
-        Some(Self { point, table: OnceLock::new() })
+        Some(Self { point, table: Arc::default() })
     }
 
     /// Whether `signature` (JWS form: `r || s`, 32 bytes each, big endian)
@@ -98,7 +94,6 @@ fn generator_table() -> &'static Table {
 }
 
 /// Row i holds 1..=8 times `256^i · P`, in affine form.
-#[derive(Clone)]
 struct Table {
     rows: Box<[[AffinePoint; 8]]>,
 }

@@ -6,10 +6,11 @@
 //! HS/RS and HS/EdDSA confusion cannot happen.
 
 use crate::config::ConfigError;
+use crate::ed25519::Ed25519Key;
 use crate::es256::Es256Key;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_simple::prelude::{Ed25519PublicKey, HS256Key, RS256PublicKey};
+use jwt_simple::prelude::{HS256Key, RS256PublicKey};
 use meshgate_wire::config::Jwk;
 
 /// An algorithm the filter can verify.
@@ -54,8 +55,8 @@ impl Algorithm {
 pub enum KeyMaterial {
     /// HS256 secret.
     Hs256(HS256Key),
-    /// Ed25519 public key.
-    EdDsa(Ed25519PublicKey),
+    /// Ed25519 public key (verified by `crate::ed25519`, not jwt-simple).
+    EdDsa(Ed25519Key),
     /// P-256 public key (verified by `crate::es256`, not jwt-simple).
     Es256(Es256Key),
     /// RSA public key.
@@ -116,7 +117,9 @@ pub fn compile(jwk: &Jwk, field: &str) -> Result<KeyMaterial, ConfigError> {
         }
         Algorithm::EdDsa => {
             let x = b64(jwk.x.as_ref(), field, "x")?;
-            KeyMaterial::EdDsa(Ed25519PublicKey::from_bytes(&x).map_err(invalid)?)
+            KeyMaterial::EdDsa(
+                Ed25519Key::from_bytes(&x).ok_or_else(|| ConfigError::new(field, "invalid key material"))?,
+            )
         }
         Algorithm::Es256 => {
             let mut point = vec![0x04];

@@ -4,21 +4,19 @@
 //! count, header (algorithm allow-list, `crit`, `typ`), key selection by
 //! `kid`, algorithm pinned by the key, revocation lookup on the unverified
 //! claims (a revoked token costs no signature work), then the signature and
-//! time/issuer/audience checks with the caller's `now`: in jwt-simple, except
-//! for ES256, whose signature `crate::es256` checks several times faster
-//! (per-key tables) and whose claims `check_claims` checks by jwt-simple's
-//! rules (`tests/es256.rs` holds both paths to the same answers).
+//! time/issuer/audience checks with the caller's `now`: in jwt-simple for
+//! HS256 and RS256; for ES256 and EdDSA, whose signatures `crate::es256` and
+//! `crate::ed25519` check several times faster (per-key tables), `verify_jws`
+//! does what jwt-simple does around them (`tests/signatures.rs` holds both
+//! paths to the same answers).
 
 use crate::denial::Reason;
-use crate::es256::Es256Key;
 use crate::identity::{Identity, is_header_safe_token};
 use crate::jwk::{Algorithm, KeyMaterial};
 use crate::revocation::RevocationSource;
 use crate::token_cache::Verified;
 use base64::Engine as _;
-use base64::alphabet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jwt_simple::JWTError;
 use jwt_simple::prelude::*;
 use jwt_simple::token::MAX_HEADER_LENGTH;
@@ -147,32 +145,25 @@ fn verify_signature(
     let options = issuer.options(now);
     let result = match key {
         KeyMaterial::Hs256(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
-        KeyMaterial::EdDsa(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
-        KeyMaterial::Es256(k) => return verify_es256(k, token, typ, issuer, now),
+        KeyMaterial::EdDsa(k) => return verify_jws(token, typ, issuer, now, |m, s| k.verify(m, s), Some(64)),
+        KeyMaterial::Es256(k) => return verify_jws(token, typ, issuer, now, |m, s| k.verify(m, s), None),
         KeyMaterial::Rs256(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
     };
     result.map_err(|e| map_error(&e))
 }
 
-/// Base64url as jwt-simple (ct-codecs) decodes a signature: unused low bits
-/// of the last character are ignored rather than refused.
-const SIGNATURE_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
-);
-
 /// What jwt-simple's `verify_token` does, in its order and with its
-/// answers, around meshgate's own ES256 signature check. The caller has
-/// already checked the size, the segment count, `alg`, `kid` and `crit`.
-fn verify_es256(
-    key: &Es256Key,
+/// answers, around meshgate's own signature check `signed(message,
+/// signature)`. The caller has already checked the size, the segment count,
+/// `alg`, `kid` and `crit`. `signature_len`: a length jwt-simple refuses as
+/// malformed (not as a bad signature) before checking.
+fn verify_jws(
     token: &str,
     typ: Option<&str>,
     issuer: &Issuer,
     now: u64,
+    signed: impl FnOnce(&[u8], &[u8]) -> bool,
+    signature_len: Option<usize>,
 ) -> Result<JWTClaims<ExtraClaims>, Reason> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or(Reason::MalformedToken)?;
     let (header, payload) = signing_input.split_once('.').ok_or(Reason::MalformedToken)?;
@@ -186,8 +177,11 @@ fn verify_es256(
             return Err(Reason::MalformedToken);
         }
     }
-    let signature = SIGNATURE_BASE64.decode(signature).map_err(|_| Reason::MalformedToken)?;
-    if !key.verify(signing_input.as_bytes(), &signature) {
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Reason::MalformedToken)?;
+    if signature_len.is_some_and(|len| signature.len() != len) {
+        return Err(Reason::MalformedToken);
+    }
+    if !signed(signing_input.as_bytes(), &signature) {
         return Err(Reason::InvalidSignature);
     }
     let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| Reason::MalformedToken)?;

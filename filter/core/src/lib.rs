@@ -32,6 +32,7 @@ pub mod config;
 pub mod credential;
 pub mod credits;
 pub mod denial;
+pub mod ed25519;
 pub mod engine;
 pub mod es256;
 pub mod header_map;
