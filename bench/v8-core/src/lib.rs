@@ -33,9 +33,11 @@ enum Case {
     /// ed25519-compact) or meshgate's per-key tables (`meshgate_core::es256`,
     /// `meshgate_core::ed25519`).
     Signature { alg: &'static str, own: bool },
+    /// A new meshgate key per call: its table built, then one signature.
+    FirstUse { alg: &'static str },
 }
 
-const CASES: [(&str, Case); 13] = [
+const CASES: [(&str, Case); 15] = [
     ("verify/jwt_hs256", Case::Verify("hs")),
     ("verify/jwt_eddsa", Case::Verify("ed")),
     ("verify/jwt_es256", Case::Verify("es")),
@@ -49,6 +51,8 @@ const CASES: [(&str, Case); 13] = [
     ("signature/es256_meshgate", Case::Signature { alg: "es", own: true }),
     ("signature/eddsa_ed25519_compact", Case::Signature { alg: "ed", own: false }),
     ("signature/eddsa_meshgate", Case::Signature { alg: "ed", own: true }),
+    ("key_first_use/es256_meshgate", Case::FirstUse { alg: "es" }),
+    ("key_first_use/eddsa_meshgate", Case::FirstUse { alg: "ed" }),
 ];
 
 struct Fixture {
@@ -175,6 +179,20 @@ pub extern "C" fn run(case: u32, n: u32) -> u32 {
                 for _ in 0..n {
                     ok += u32::from(black_box(&key).verify(black_box(message), &signature).is_ok());
                 }
+            }
+        }
+        Case::FirstUse { alg: "es" } => {
+            let (message, signature) = &f.es256_signed;
+            for _ in 0..n {
+                let Some(key) = Es256Key::from_sec1(black_box(&f.es256_sec1)) else { return 0 };
+                ok += u32::from(key.verify(message, signature));
+            }
+        }
+        Case::FirstUse { .. } => {
+            let (message, signature) = &f.eddsa_signed;
+            for _ in 0..n {
+                let Some(key) = Ed25519Key::from_bytes(black_box(&f.eddsa_public)) else { return 0 };
+                ok += u32::from(key.verify(message, signature));
             }
         }
         Case::Signature { own, .. } => {

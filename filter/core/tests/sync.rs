@@ -5,7 +5,9 @@
 
 mod support;
 
+use jwt_simple::prelude::{ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair};
 use meshgate_core::engine::{Decision, Engine};
+use meshgate_core::jwk::KeyMaterial;
 use meshgate_core::ratelimit::table::{CounterStore, MemoryStore, StoreError};
 use meshgate_core::sync::layout::{self, Meta};
 use meshgate_core::sync::{Applied, Ask, Publisher, SyncError, engine_for};
@@ -116,6 +118,35 @@ fn a_snapshot_brings_keys_and_revocations() {
         p.decide(&engine, Req::get("/api/x").header("x-service-key", &api_key(60))),
         Some(Reason::UnknownApiKey)
     );
+}
+
+#[test]
+fn a_revocation_push_keeps_the_signing_keys_and_their_tables() {
+    let mut p = Process::new();
+    let es = keys().es.public_key().public_key().to_bytes_uncompressed();
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+    let mut body = snapshot(5);
+    body["signing_keys"] = json!([{"issuer": "https://cp.test",
+        "jwk": {"kty": "EC", "crv": "P-256", "kid": "cp-es", "x": b64(&es[1..33]), "y": b64(&es[33..65])}}]);
+    assert_eq!(p.apply(body), Ok(Applied::Published(5)));
+    let signer = ES256KeyPair::from_bytes(&keys().es.to_bytes()).unwrap_or_else(|e| panic!("{e}")).with_key_id("cp-es");
+    let token = signer.sign(claims(|c| c.issuer = Some("https://cp.test".into()))).unwrap_or_else(|e| panic!("{e}"));
+    let table_built = |engine: &Engine| match &engine.keyring.keys["cp-es"].material {
+        KeyMaterial::Es256(key) => format!("{key:?}").contains("table_built: true"),
+        other => panic!("{other:?}"),
+    };
+
+    let first = p.engine();
+    assert!(!table_built(&first), "tables are built on first use");
+    assert_eq!(p.decide(&first, Req::get("/api/x").bearer(&token)), None);
+    assert!(table_built(&first));
+
+    let revoke = json!({"revocations": [{"kind": "token", "id": "t-other", "until": NOW + 600}]});
+    assert_eq!(p.apply(delta(6, 5, revoke)), Ok(Applied::Published(6)));
+    let second = engine_for(p.config.clone(), &p.meta(), Some(&first)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(table_built(&second), "the key, table and all, moved to the new engine");
+    assert_eq!(p.decide(&second, Req::get("/api/x").bearer(&token)), None);
+    assert!(!table_built(&p.engine()), "an engine with no predecessor compiles its keys");
 }
 
 #[test]

@@ -618,12 +618,25 @@ fn live_bans(bans: &[Ban], now: u64) -> Vec<Ban> {
 /// skipped: their tokens are refused as `unknown-key`. `previous` (the
 /// engine this replaces) hands over its verified-token cache when the
 /// signing keys did not change: cached tokens are re-checked against the
-/// new revocations on their next use.
+/// new revocations on their next use. A signing key `previous` already held
+/// is taken over rather than compiled again, so its verification tables
+/// (built on first use, milliseconds for ES256) survive every revocation
+/// push.
 pub fn engine_for(config: Arc<CompiledConfig>, meta: &Meta, previous: Option<&Engine>) -> Result<Engine, SyncError> {
     let mut engine = Engine::from_shared(config);
+    let previous_keys = previous.filter(|p| Arc::ptr_eq(&p.config, &engine.config));
     for (i, key) in meta.signing_keys.iter().enumerate() {
         let Some(kid) = key.jwk.kid.clone() else { continue };
-        let material = jwk::compile(&key.jwk, &format!("signing_keys[{i}]"))?;
+        // The key `previous` filed under this kid is the last one listed
+        // with it (a later duplicate kid replaces an earlier one).
+        let held = previous_keys
+            .filter(|p| p.signing_keys.iter().rev().find(|k| k.jwk.kid.as_deref() == Some(kid.as_str())) == Some(key))
+            .and_then(|p| p.keyring.keys.get(&kid))
+            .map(|k| k.material.clone());
+        let material = match held {
+            Some(material) => material,
+            None => jwk::compile(&key.jwk, &format!("signing_keys[{i}]"))?,
+        };
         if let Some(issuer) = engine.keyring.issuers.iter().position(|i| i.issuer == key.issuer) {
             engine.keyring.keys.insert(kid, VerifyKey { issuer, material });
         }
