@@ -140,6 +140,7 @@ soak: build $(ENVOY)
 
 # Fuzzing (issue 11, SECURITY.md): cargo-fuzz targets over the pure core in
 # fuzz (its own workspace): jwt, path_route, config, sync, ratelimit, header_map,
+# signatures (meshgate's ES256 and EdDSA checks against p256 and ed25519-compact),
 # FUZZ_SECS seconds each. Installs cargo-fuzz when missing; stable rustc is
 # enough (fuzz/run.sh sets RUSTC_BOOTSTRAP=1 for its -Z flags).
 # One target: make fuzz FUZZ_TARGETS=jwt FUZZ_SECS=600.

@@ -15,7 +15,7 @@ FUZZ_SECS=${FUZZ_SECS:-60}
 FUZZ_FLAGS=${FUZZ_FLAGS:-}
 export RUSTC_BOOTSTRAP=1
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(jwt path_route config sync ratelimit header_map)
+[ ${#targets[@]} -gt 0 ] || targets=(jwt path_route config sync ratelimit header_map signatures)
 cargo fuzz build --fuzz-dir . -s none
 status=0
 for t in "${targets[@]}"; do
