@@ -37,6 +37,13 @@ impl Clock {
     pub fn advance(&self, secs: i64) {
         self.offset.fetch_add(secs, Ordering::Relaxed);
     }
+
+    /// Whether something stamped `at` (by [`Clock::now`]) is younger than
+    /// `ttl_secs`. A stamp from the future (the wall clock stepped back)
+    /// counts as stale, so a cache refetches rather than trusting it longer.
+    pub fn fresh(&self, at: i64, ttl_secs: i64) -> bool {
+        (0..ttl_secs).contains(&(self.now() - at))
+    }
 }
 
 /// Everything a handler may need.
@@ -48,8 +55,8 @@ pub struct Inner {
     pub config: Config,
     /// Encrypts signing keys at rest.
     pub master: MasterKey,
-    /// Time source.
-    pub clock: Clock,
+    /// Time source, shared with the login caches (`Login::clock`).
+    pub clock: Arc<Clock>,
     /// Failed-login counters.
     pub limiter: LoginLimiter,
     /// Prometheus counters.
@@ -79,17 +86,19 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state over an open, migrated database.
-    pub fn new(config: Config, db: Db, master: MasterKey, login: crate::login::Login) -> Self {
+    pub fn new(config: Config, db: Db, master: MasterKey, mut login: crate::login::Login) -> Self {
         let limiter = LoginLimiter::new(
             config.login_max_failures_per_account,
             config.login_max_failures_per_ip,
             config.login_lockout_secs,
         );
+        let clock = Arc::new(Clock::default());
+        login.clock = Arc::clone(&clock);
         Self(Arc::new(Inner {
             db,
             config,
             master,
-            clock: Clock::default(),
+            clock,
             limiter,
             metrics: Metrics::default(),
             sync: crate::sync::Notifier::default(),
@@ -124,5 +133,22 @@ impl AppState {
             *guard = Some((now, keys.clone()));
         }
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[test]
+    fn a_stamp_is_fresh_for_its_ttl_and_never_when_it_is_from_the_future() {
+        let clock = Clock::default();
+        let at = clock.now();
+        assert!(clock.fresh(at, 10));
+        clock.advance(9);
+        assert!(clock.fresh(at, 10));
+        clock.advance(1);
+        assert!(!clock.fresh(at, 10), "ten seconds on, a 10 s entry is stale");
+        assert!(!clock.fresh(clock.now() + 5, 10), "stamped ahead of now: the clock stepped back");
     }
 }

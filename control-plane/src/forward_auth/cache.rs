@@ -10,12 +10,11 @@
 //! read, in one read transaction with the change counter (versions become
 //! visible in commit order, see [`crate::db::bump`]). Any change empties the
 //! API key cache. Without a signal the state is still re-read every
-//! [`TTL`], as a safety net for lost notifications.
+//! [`TTL_SECS`] seconds, as a safety net for lost notifications.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use meshgate_core::apikey::ApiKeyDigest;
 use sqlx::Row;
@@ -26,8 +25,9 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::tokens::TokenIdentity;
 
-/// Longest time a loaded state is trusted without a change signal.
-pub const TTL: Duration = Duration::from_secs(5);
+/// Longest time a loaded state is trusted without a change signal, in
+/// seconds of the state's clock.
+pub const TTL_SECS: i64 = 5;
 /// Most API keys remembered (hits and misses); the cache is emptied when full.
 const MAX_KEYS: usize = 100_000;
 /// Most verified tokens remembered; the cache is emptied when full.
@@ -39,8 +39,8 @@ const MAX_TOKENS: usize = 100_000;
 struct Revoked {
     /// Generation of the change watch the state was loaded at.
     generation: Option<u64>,
-    /// When it was loaded.
-    loaded_at: Option<Instant>,
+    /// When it was loaded (`AppState::now`).
+    loaded_at: Option<i64>,
     /// Change version read with the rows.
     version: i64,
     jti: HashMap<String, i64>,
@@ -51,8 +51,10 @@ struct Revoked {
 }
 
 impl Revoked {
-    fn current(&self, generation: u64) -> bool {
-        self.generation == Some(generation) && self.loaded_at.is_some_and(|t| t.elapsed() < TTL)
+    /// Loaded at `generation` under [`TTL_SECS`] ago (a load stamped
+    /// after `now`, the clock having stepped back, is not current).
+    fn current(&self, generation: u64, now: i64) -> bool {
+        self.generation == Some(generation) && self.loaded_at.is_some_and(|t| (0..TTL_SECS).contains(&(now - t)))
     }
 }
 
@@ -84,7 +86,7 @@ pub struct Cache {
 impl Cache {
     /// Makes sure the state reflects every change signalled so far.
     pub async fn refresh(&self, state: &AppState) -> ApiResult<()> {
-        if self.revoked.read().is_ok_and(|r| r.current(state.sync.generation())) {
+        if self.revoked.read().is_ok_and(|r| r.current(state.sync.generation(), state.now())) {
             return Ok(());
         }
         let _one = self.reload.lock().await;
@@ -92,7 +94,7 @@ impl Cache {
         // next request reload again.
         let generation = state.sync.generation();
         let since = match self.revoked.read() {
-            Ok(r) if r.current(generation) => return Ok(()),
+            Ok(r) if r.current(generation, state.now()) => return Ok(()),
             Ok(r) => r.generation.map(|_| r.version),
             Err(_) => None,
         };
@@ -120,7 +122,7 @@ impl Cache {
             r.key.retain(|_, until| *until >= now);
             r.version = delta.version;
             r.generation = Some(generation);
-            r.loaded_at = Some(Instant::now());
+            r.loaded_at = Some(now);
             if changed {
                 // Keys may have been revoked or signing keys retired.
                 if let Ok(mut keys) = self.keys.write() {

@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::extract::State;
 use axum::routing::post;
@@ -34,15 +33,15 @@ use crate::state::AppState;
 
 /// Longest token looked at, in bytes.
 const MAX_TOKEN_BYTES: usize = 8192;
-/// How long fetched keys are reused.
-const KEYS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
-/// Least time between two fetches for an unknown `kid`.
-const REFETCH_GAP: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long fetched keys are reused, in seconds.
+const KEYS_TTL_SECS: i64 = 300;
+/// Least time between two fetches for an unknown `kid`, in seconds.
+const REFETCH_GAP_SECS: i64 = 60;
 /// Default accepted algorithms.
 const DEFAULT_ALGS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
 
-/// An issuer's JWKs and when they were fetched.
-type Fetched = (Instant, Arc<Vec<Value>>);
+/// An issuer's JWKs and when they were fetched (`Login::clock` seconds).
+type Fetched = (i64, Arc<Vec<Value>>);
 
 /// Fetched JWKs per issuer id.
 #[derive(Debug, Default)]
@@ -182,7 +181,7 @@ async fn issuer_keys(login: &Login, issuer: &TrustedIssuer, fresh: bool) -> ApiR
     };
     if let Ok(cache) = login.issuer_keys.0.lock()
         && let Some((at, keys)) = cache.get(&issuer.id)
-        && (at.elapsed() < REFETCH_GAP || (!fresh && at.elapsed() < KEYS_TTL))
+        && (login.clock.fresh(*at, REFETCH_GAP_SECS) || (!fresh && login.clock.fresh(*at, KEYS_TTL_SECS)))
     {
         return Ok(keys.clone());
     }
@@ -198,7 +197,7 @@ async fn issuer_keys(login: &Login, issuer: &TrustedIssuer, fresh: bool) -> ApiR
     let set: Value = response.json().await.map_err(|e| ApiError::ProviderError(format!("{}: jwks: {e}", issuer.id)))?;
     let keys = Arc::new(set.get("keys").and_then(Value::as_array).cloned().unwrap_or_default());
     if let Ok(mut cache) = login.issuer_keys.0.lock() {
-        cache.insert(issuer.id.clone(), (Instant::now(), keys.clone()));
+        cache.insert(issuer.id.clone(), (login.clock.now(), keys.clone()));
     }
     Ok(keys)
 }

@@ -28,6 +28,7 @@ pub mod page;
 pub mod return_urls;
 pub mod settings;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -57,6 +58,9 @@ pub struct Login {
     pub issuer_keys: exchange::KeyCache,
     /// Where email codes go.
     pub mailer: mailer::Mailer,
+    /// Ages the caches above: the state's clock once `AppState::new` has
+    /// taken this `Login` (so a test that moves time expires them too).
+    pub clock: Arc<crate::state::Clock>,
 }
 
 impl Login {
@@ -77,6 +81,7 @@ impl Login {
             discovery: oidc::Cache::default(),
             issuer_keys: exchange::KeyCache::default(),
             mailer: mailer::Mailer::from_config(config)?,
+            clock: Arc::default(),
         })
     }
 }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
@@ -26,7 +25,7 @@ use super::{Login, apple};
 use crate::error::{ApiError, ApiResult};
 
 /// How long discovered metadata (and its JWKS) is reused.
-const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+const DISCOVERY_TTL_SECS: i64 = 3600;
 
 /// The only signature algorithms accepted on ID tokens: asymmetric ones.
 /// (HS256 keyed with the client secret and `none` are never accepted.)
@@ -73,7 +72,7 @@ type Client =
 
 /// Discovered metadata per provider id, with when it was fetched.
 #[derive(Debug, Default)]
-pub struct Cache(Mutex<HashMap<String, (Instant, Arc<Metadata>)>>);
+pub struct Cache(Mutex<HashMap<String, (i64, Arc<Metadata>)>>);
 
 /// The per-login secrets derived from the state (see `oauth`).
 #[derive(Debug)]
@@ -92,7 +91,7 @@ pub async fn metadata(login: &Login, provider: &ProviderSettings, fresh: bool) -
     if !fresh
         && let Ok(cache) = login.discovery.0.lock()
         && let Some((at, meta)) = cache.get(&provider.id)
-        && at.elapsed() < DISCOVERY_TTL
+        && login.clock.fresh(*at, DISCOVERY_TTL_SECS)
     {
         return Ok(meta.clone());
     }
@@ -104,7 +103,7 @@ pub async fn metadata(login: &Login, provider: &ProviderSettings, fresh: bool) -
     })?;
     let meta = Arc::new(meta);
     if let Ok(mut cache) = login.discovery.0.lock() {
-        cache.insert(provider.id.clone(), (Instant::now(), meta.clone()));
+        cache.insert(provider.id.clone(), (login.clock.now(), meta.clone()));
     }
     Ok(meta)
 }

@@ -195,19 +195,19 @@ pub async fn answer(state: &AppState, q: &SyncQuery) -> ApiResult<Built> {
 /// concurrent requests for the same answer wait for it.
 async fn cached_build(state: &AppState, since: Option<u64>, version: u64, page: &feed::Page) -> ApiResult<Built> {
     let cache = &state.sync_cache;
-    if let Some(hit) = cache.get((since, version, page.limit)) {
+    if let Some(hit) = cache.get((since, version, page.limit), state.now()) {
         return Ok(hit);
     }
     let _building = match since {
         None => cache.snapshot_build.lock().await,
         Some(_) => cache.delta_build.lock().await,
     };
-    if let Some(hit) = cache.get((since, version, page.limit)) {
+    if let Some(hit) = cache.get((since, version, page.limit), state.now()) {
         return Ok(hit);
     }
     let built = feed::build(state, since, page).await?;
     // Stored under the version actually read (newer than `version` when
     // something committed in between).
-    cache.put((since, built.version, page.limit), built.clone());
+    cache.put((since, built.version, page.limit), built.clone(), state.now());
     Ok(built)
 }
