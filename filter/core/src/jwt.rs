@@ -142,12 +142,11 @@ fn verify_signature(
     issuer: &Issuer,
     now: u64,
 ) -> Result<JWTClaims<ExtraClaims>, Reason> {
-    let options = issuer.options(now);
     let result = match key {
-        KeyMaterial::Hs256(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
+        KeyMaterial::Hs256(k) => k.verify_token::<ExtraClaims>(token, Some(issuer.options(now))),
         KeyMaterial::EdDsa(k) => return verify_jws(token, typ, issuer, now, |m, s| k.verify(m, s), Some(64)),
         KeyMaterial::Es256(k) => return verify_jws(token, typ, issuer, now, |m, s| k.verify(m, s), None),
-        KeyMaterial::Rs256(k) => k.verify_token::<ExtraClaims>(token, Some(options)),
+        KeyMaterial::Rs256(k) => k.verify_token::<ExtraClaims>(token, Some(issuer.options(now))),
     };
     result.map_err(|e| map_error(&e))
 }
