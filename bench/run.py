@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run meshgate-hs256 with this .wasm (before/after a change) as meshgate-hs256+NAME")
     p.add_argument("--noop-variant", action="append", default=[], metavar="NAME=MODES",
                    help="also run the no-op filter making some of meshgate's host calls, as noop-wasm+NAME "
-                        "(MODES: comma-separated pairs, set-pairs, time, response, response-add, response2; "
+                        "(MODES: comma-separated pairs, set-pairs, set3, time, response, response-add, response2; "
                         "bench/noop-filter/src/lib.rs; repeatable)")
     p.add_argument("--wrk", default=os.environ.get("WRK", "wrk"))
     p.add_argument("--results", default=str(HERE / "results.md"), help="'' to skip writing")
@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     noop_extra = []
     for spec in a.noop_variant:
         tag, sep, modes = spec.partition("=")
-        known = {"pairs", "set-pairs", "time", "response", "response-add", "response2"}
+        known = {"pairs", "set-pairs", "set3", "time", "response", "response-add", "response2"}
         if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", tag) or not set(modes.split(",")) <= known:
             print(f"bench: want NAME=MODES (of {', '.join(sorted(known))}), got {spec!r}", file=sys.stderr)
             return 2

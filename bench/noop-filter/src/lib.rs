@@ -11,6 +11,9 @@
 //!   (`proxy_get_header_map_pairs`, as meshgate does) instead of one header;
 //! - `set-pairs`: write the whole map back with `x-bench-noop` added
 //!   (`proxy_set_header_map_pairs`) instead of setting one header;
+//! - `set3`: set two more request headers one by one
+//!   (`proxy_replace_header_map_value`), as meshgate's two identity headers
+//!   would be without a whole-map write;
 //! - `time`: read the clock (`proxy_get_current_time_nanoseconds`);
 //! - `response`: set one response header (meshgate's security header);
 //! - `response-add`: add it instead (`proxy_add_header_map_value`, no lookup);
@@ -36,6 +39,7 @@ proxy_wasm::main! {{
 struct Modes {
     pairs: bool,
     set_pairs: bool,
+    set3: bool,
     time: bool,
     response: bool,
     response_add: bool,
@@ -64,6 +68,7 @@ impl RootContext for NoopRoot {
             match mode {
                 "pairs" => self.modes.pairs = true,
                 "set-pairs" => self.modes.set_pairs = true,
+                "set3" => self.modes.set3 = true,
                 "time" => self.modes.time = true,
                 "response" => self.modes.response = true,
                 "response-add" => self.modes.response_add = true,
@@ -148,6 +153,10 @@ impl HttpContext for Noop {
             let _ = unsafe { proxy_set_header_map_pairs(MapType::HttpRequestHeaders as u32, out.as_ptr(), out.len()) };
         } else {
             let _ = proxy_wasm::hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-bench-noop", Some(value));
+        }
+        if self.modes.set3 {
+            let _ = proxy_wasm::hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-user-id", Some("bench-user"));
+            let _ = proxy_wasm::hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-user-roles", Some("reader"));
         }
         Action::Continue
     }
