@@ -33,6 +33,7 @@ build: wasm-target
 # `test` always builds it first; then the real-Envoy end-to-end runner.
 test: build $(ENVOY) login-harness
 	$(CARGO) test --workspace
+	ENVOY=$(ENVOY) python3 -m unittest bench/test_run.py
 	$(MAKE) --no-print-directory envoy-e2e
 	$(MAKE) --no-print-directory istio-check
 
@@ -102,6 +103,7 @@ bench-envoy: build bench-tools
 	CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
 		$(CARGO) build --release -p meshgate
 	$(CARGO) build --manifest-path bench/noop-filter/Cargo.toml --target $(WASM_TARGET) --release
+	$(CARGO) build --release -p meshgate-bench-pace
 	ENVOY=$(ENVOY) MESHGATE_WASM=$(WASM) MESHGATE_BENCH_NOOP_WASM=$(NOOP_WASM) \
 		$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 

@@ -4,12 +4,18 @@ native jwt_authn + local_ratelimit (issue 9). Standard library only; ES256/EdDSA
 need the `cryptography` wheel (the `bench-envoy` Makefile target installs it into .venv
 and runs this script with .venv/bin/python); without it those variants are skipped.
 
-One Envoy per variant (own port, `--concurrency 1`, all pinned to CPU 0 with taskset),
-the same `direct_response` route (200, 3 bytes), so only the HTTP filters differ. wrk
+One Envoy (`--concurrency 1`, pinned to CPU 0 with taskset) with a listener per variant,
+each with its own Wasm VM and the same `direct_response` route (200, 3 bytes), so only the
+HTTP filters differ (`--envoy-per-variant`: an Envoy each, the old way; two Envoys with the
+same configuration differ by several µs per request, which one process does not). wrk
 (Debian package) runs pinned to CPU 1, one variant at a time, and the variants alternate
-A B C D … A B C D … over the rounds so that drift (thermal, other load) spreads evenly.
-Every request carries a valid credential; before measuring, each variant must answer 200
-to it and 401 to a forged one, and a run with any non-2xx response or socket error is
+A B C D, B C D A, … over the rounds so that drift (thermal, other load) spreads evenly and
+no variant always follows the same one; each variant is also paired round by round with
+`--reference` (the no-op filter). Then a fixed-rate phase (`bench/pace`, `--rate`, default
+4000 req/s) measures latency at the same offered load for every variant, which wrk's
+closed loop at saturation cannot. Every request carries a valid credential; before
+measuring, each variant must answer 200 to it and 401 to a forged one (`--allow-open` lets
+an ablation build skip the second), and a run with any non-2xx response or socket error is
 flagged, so error paths are never what is measured.
 
     bench/run.py                         # 5 s per run, 3 rounds, every variant
@@ -28,7 +34,8 @@ Writes the table to bench/results.md (machine, Envoy version, date, per-round nu
 Everything started is stopped on exit, Ctrl-C included.
 
 Environment: ENVOY (default .venv/bin/envoy), MESHGATE_WASM (the release .wasm),
-MESHGATE_BENCH_NOOP_WASM (the no-op module), WRK (default `wrk`),
+MESHGATE_BENCH_NOOP_WASM (the no-op module), WRK (default `wrk`), MESHGATE_BENCH_PACE (default
+target/release/meshgate-pace),
 MESHGATE_BENCH_FORWARD_AUTH_URL, MESHGATE_BENCH_FORWARD_AUTH_KEY (variant 5 against a control
 plane you run instead of the one the script starts).
 """
@@ -68,6 +75,7 @@ ENVOY_DIR = HERE / "envoy"
 DEFAULT_ENVOY = REPO / ".venv" / "bin" / "envoy"
 DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "meshgate_filter.wasm"
 DEFAULT_NOOP_WASM = HERE / "noop-filter" / "target" / "wasm32-wasip1" / "release" / "meshgate_bench_noop.wasm"
+DEFAULT_PACE = REPO / "target" / "release" / "meshgate-pace"
 CONTROL_PLANE_BINARIES = [REPO / "target" / "release" / "meshgate", REPO / "target" / "debug" / "meshgate"]
 
 ISSUER = "meshgate-bench"
@@ -160,12 +168,26 @@ def snippet(name: str, indent: int, **values: str) -> str:
     return textwrap.indent(fill(text, **values), " " * indent)
 
 
-def render_bootstrap(variant: str, port: int, admin_port: int, filters: str, clusters: str) -> str:
+def render_listener(variant: str, port: int, filters: str) -> str:
+    text = (ENVOY_DIR / "listener.yaml.in").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    return fill(text, VARIANT=variant, PORT=str(port), HTTP_FILTERS=filters.rstrip("\n") if filters else "")
+
+
+def render_bootstrap(node: str, admin_port: int, listeners: list[tuple[str, int, str]], clusters: str) -> str:
+    """An Envoy with one listener per (variant, port, HTTP filters)."""
     return fill(
         (ENVOY_DIR / "bootstrap.yaml.in").read_text(),
-        VARIANT=variant, PORT=str(port), ADMIN_PORT=str(admin_port),
-        HTTP_FILTERS=filters.rstrip("\n") if filters else "", CLUSTERS=clusters or "    []",
+        NODE=node, ADMIN_PORT=str(admin_port), CLUSTERS=clusters or "    []",
+        LISTENERS="\n".join(render_listener(*spec) for spec in listeners),
     )
+
+
+def own_vm(filters: str, variant: str) -> str:
+    """`filters` with every Wasm `vm_id` made the variant's own (one Envoy for all): variants with
+    the same module and configuration would otherwise share a VM, and so its caches (a
+    `-cold` variant would churn its hot twin's token cache)."""
+    return re.sub(r"^(\s*vm_id: )(\S+)$", lambda m: f"{m.group(1)}{m.group(2)}-{variant}", filters, flags=re.M)
 
 
 def plugin_config(path: Path, signers: list[Signer], key_digest: str) -> str:
@@ -197,6 +219,7 @@ class Variant:
     skip: str | None = None  # why it is not run
     tokens: list[str] | None = None  # "-cold": a distinct token per request (bench/tokens.lua)
     hot: str | None = None  # "-cold": the variant with the same filter and a repeated token
+    tokens_file: Path | None = None  # where `tokens` are written for wrk
     counter: str | None = None  # admin stat proving the filter admitted the requests
     central: Path | None = None  # variant 5: the control plane binary main() starts
     central_log: Path | None = None
@@ -207,6 +230,7 @@ class Variant:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     runs: list[dict] = field(default_factory=list)
+    paced: list[dict] = field(default_factory=list)  # the fixed-rate latency phase
 
 
 def free_port() -> int:
@@ -424,19 +448,30 @@ def pinned(cpu: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *argv] if cpu is not None else argv
 
 
-def start_envoy(v: Variant, envoy: Path, workdir: Path, cpu: str | None) -> None:
-    v.port, v.admin_port = free_port(), free_port()
-    cfg = workdir / f"{v.name}.yaml"
-    cfg.write_text(render_bootstrap(v.name, v.port, v.admin_port, v.filters, v.clusters))
-    v.log = workdir / f"{v.name}.log"
-    if v.tokens:
-        v.log.with_suffix(".tokens").write_text("\n".join(v.tokens) + "\n")
-    with open(v.log, "wb") as log:
-        v.proc = subprocess.Popen(
+def start_envoy(group: list[Variant], envoy: Path, workdir: Path, cpu: str | None) -> subprocess.Popen:
+    """One Envoy serving every variant in `group`, each on its own listener (all of them by
+    default; one with --envoy-per-variant)."""
+    node = group[0].name if len(group) == 1 else "all"
+    admin_port = free_port()
+    for v in group:
+        v.port, v.admin_port = free_port(), admin_port
+        if v.tokens:
+            v.tokens_file = workdir / f"{v.name}.tokens"
+            v.tokens_file.write_text("\n".join(v.tokens) + "\n")
+    filters = [(v.name, v.port, own_vm(v.filters, v.name) if len(group) > 1 else v.filters) for v in group]
+    clusters = "\n".join(dict.fromkeys(v.clusters for v in group if v.clusters))
+    cfg = workdir / f"{node}.yaml"
+    cfg.write_text(render_bootstrap(node, admin_port, filters, clusters))
+    log_path = workdir / f"{node}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
             pinned(cpu, [str(envoy), "-c", str(cfg), "--concurrency", "1", "--disable-hot-restart",
                          "--log-level", "warning"]),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
+    for v in group:
+        v.proc, v.log = proc, log_path
+    return proc
 
 
 def wait_ready(v: Variant, deadline: float) -> None:
@@ -519,7 +554,7 @@ def run_wrk(wrk: str, v: Variant, a: argparse.Namespace, seconds: int) -> dict:
     argv = [wrk, f"-t{a.threads}", f"-c{a.connections}", f"-d{seconds:g}s", "--latency", "--timeout", "2s"]
     if v.tokens:
         argv += ["-s", str(HERE / "tokens.lua"), f"http://127.0.0.1:{v.port}{REQUEST_PATH}",
-                 "--", str(v.log.with_suffix(".tokens"))]
+                 "--", str(v.tokens_file)]
     else:
         for k, val in v.headers.items():
             argv += ["-H", f"{k}: {val}"]
@@ -538,6 +573,62 @@ def run_wrk(wrk: str, v: Variant, a: argparse.Namespace, seconds: int) -> dict:
     # sharing the core (time spent waiting for the core is not counted).
     res["cpu_us"] = cpu * 1e6 / res["requests"] if res["requests"] else float("nan")
     return res
+
+
+def rotated(variants: list[Variant], rnd: int) -> list[Variant]:
+    """Round `rnd`'s order: each round starts one variant later (A B C, B C A, C A B, …),
+    so no variant always follows the same one (an order effect would otherwise be read as
+    a difference between variants)."""
+    k = rnd % len(variants) if variants else 0
+    return variants[k:] + variants[:k]
+
+
+def run_pace(pace: Path, v: Variant, a: argparse.Namespace) -> dict:
+    """Latency at a fixed rate (bench/pace): requests go out on a schedule, each timed from
+    when it was due, so every variant sees the same offered load."""
+    argv = [str(pace), "--rate", f"{a.rate:g}", "--duration", f"{a.duration:g}",
+            "--connections", str(a.pace_connections)]
+    for k, val in v.headers.items():
+        argv += ["-H", f"{k}: {val}"]
+    argv.append(f"http://127.0.0.1:{v.port}{REQUEST_PATH}")
+    done = subprocess.run(pinned(a.wrk_cpu, argv), capture_output=True, text=True, timeout=a.duration + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"{v.name}: meshgate-pace exited {done.returncode}: {done.stderr.strip()[:500]}")
+    res = json.loads(done.stdout)
+    res["ok_run"] = res["non_2xx"] == 0 and res["errors"] == 0 and res["achieved"] >= 0.97 * a.rate
+    return res
+
+
+def latency_report(variants: list[Variant], a) -> str:
+    """The fixed-rate phase: percentiles per variant (medians over rounds) and what each
+    filter adds to the baseline's, at the same offered load."""
+    ran = [v for v in variants if v.paced]
+    if not ran:
+        return ""
+    med = {v.name: {k: statistics.median(r[k] for r in v.paced) for k in ("p50_us", "p99_us", "p999_us")}
+           for v in ran}
+    base = med.get("baseline")
+    lines = [f"At a fixed {a.rate:,.0f} req/s (open loop: `bench/pace`, {a.pace_connections} connections, each "
+             "request timed from when it was due; medians over rounds, µs):", "",
+             "| variant | p50 | p99 | p99.9 | p99 over baseline | send lag p99 |", "|---|---:|---:|---:|---:|---:|"]
+    for v in ran:
+        m = med[v.name]
+        added = f"{m['p99_us'] - base['p99_us']:+.0f}" if base else ""
+        lag = statistics.median(r["lag_p99_us"] for r in v.paced)
+        flag = "" if all(r["ok_run"] for r in v.paced) else " ⚠"
+        lines.append(f"| {v.name}{flag} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {m['p999_us']:.0f} | {added} | {lag:.0f} |")
+    pairs = []
+    by_alg = {v.alg: v.name for v in ran if v.group == "native"}
+    for v in ran:
+        if v.group == "meshgate":
+            for den in (by_alg.get(v.alg), "noop-wasm", "ext-authz-apikey" if v.alg is None else None):
+                if den in med:
+                    pairs.append(f"| {v.name} / {den} | {med[v.name]['p50_us'] / med[den]['p50_us']:.3f} "
+                                 f"| {med[v.name]['p99_us'] / med[den]['p99_us']:.3f} |")
+    if pairs:
+        lines += ["", "| ratio of medians | p50 | p99 |", "|---|---:|---:|", *pairs]
+    lines += ["", "⚠: a round with a non-2xx answer, an error, or under 97 % of the rate achieved."]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- report
@@ -578,6 +669,31 @@ def summarize(v: Variant) -> dict | None:
 def shown(path: Path) -> str:
     full = path.resolve()
     return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else str(path)
+
+
+def paired(variants: list[Variant], reference: str | None) -> str:
+    """Each variant's Envoy CPU per request minus the reference's, round by round (the two
+    ran one after the other, so drift between rounds cancels): median and range of the
+    differences, and the reference's CPU over the variant's as a throughput ratio. With one
+    Envoy per variant each difference still carries the two instances' fixed offsets."""
+    ran = [v for v in variants if v.runs]
+    ref = next((v for v in ran if v.name == reference), ran[0] if ran else None)
+    if ref is None or len(ran) < 2:
+        return ""
+    lines = ["", "", f"Paired by round against `{ref.name}` (Envoy CPU µs per request; "
+             "Δ = variant − reference in the same round):", "",
+             "| variant | Δ µs/req median (min–max) | rounds with Δ > 0 | CPU-bound throughput vs reference, median |",
+             "|---|---:|---:|---:|"]
+    for v in ran:
+        if v is ref:
+            continue
+        pairs = list(zip(v.runs, ref.runs))
+        deltas = [r["cpu_us"] - b["cpu_us"] for r, b in pairs]
+        ratios = [b["cpu_us"] / r["cpu_us"] for r, b in pairs]
+        lo, mid, hi = spread(deltas)
+        lines.append(f"| {v.name} | {mid:+.1f} ({lo:+.1f} to {hi:+.1f}) | {sum(d > 0 for d in deltas)}/{len(deltas)} "
+                     f"| {statistics.median(ratios):.3f} |")
+    return "\n".join(lines)
 
 
 def report(variants: list[Variant], a, info: dict, envoy_version: str, started: str, load_end: str) -> str:
@@ -646,6 +762,8 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
                    "| filter | cached token | new token each request | first-seen extra |\n"
                    "|---|---:|---:|---:|\n" + "\n".join(cold))
 
+    ratios += paired(variants, a.reference)
+
     rounds = ["| variant | " + " | ".join(f"round {i + 1}" for i in range(a.rounds)) + " |",
               "|---|" + "---:|" * a.rounds]
     for v in variants:
@@ -654,6 +772,8 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
                      for r in v.runs]
             rounds.append(f"| {v.name} | " + " | ".join(cells) + " |")
     described = [f"- `{v.name}`: {v.describe}" + (f" — **skipped**: {v.skip}" if v.skip else "")
+                 + (" — **not checked** for refusing a forged credential (`--allow-open`)"
+                    if v.name in a.allow_open else "")
                  for v in variants]
     return "\n".join([
         "# meshgate Envoy benchmark (issue 9)",
@@ -664,9 +784,12 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
         f"- Load average at start: {info['load']}; at end: {load_end}"
         + (" (machine shared with other work: numbers are noisy)" if float(info['load'].split()[0]) > 0.5 else ""),
         f"- Envoy: {envoy_version}",
-        f"- Each Envoy: `--concurrency 1`, pinned to CPU {a.envoy_cpu}; `direct_response` 200 upstream",
+        (f"- One Envoy for every variant (a listener and a Wasm VM each), `--concurrency 1`, "
+         f"pinned to CPU {a.envoy_cpu}; `direct_response` 200 upstream" if a.one_envoy else
+         f"- One Envoy per variant (`--envoy-per-variant`): `--concurrency 1`, pinned to CPU {a.envoy_cpu}; "
+         "`direct_response` 200 upstream"),
         f"- Load: wrk -t{a.threads} -c{a.connections}, {a.duration:g} s per run, {a.rounds} rounds "
-        f"(variants alternated each round), pinned to CPU {a.wrk_cpu}; {a.warmup:g} s warm-up per variant first",
+        f"(variants alternated, each round starting one later), pinned to CPU {a.wrk_cpu}; {a.warmup:g} s warm-up per variant first",
         f"- meshgate policy: `{shown(Path(a.plugin_config))}`",
         "- Envoy CPU µs/req: Envoy's user+system CPU time (/proc) over the run divided by the requests "
         "wrk completed; on a shared machine it is the steadier figure (time waiting for the core is "
@@ -682,6 +805,7 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
         "",
         ratios,
         "",
+        *(["## Latency at a fixed rate", "", latency_report(variants, a), ""] if any(v.paced for v in variants) else []),
         "## Per round",
         "",
         "\n".join(rounds),
@@ -721,6 +845,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the no-op filter making some of meshgate's host calls, as noop-wasm+NAME "
                         "(MODES: comma-separated pairs, set-pairs, set3, time, response, response-add, response2; "
                         "bench/noop-filter/src/lib.rs; repeatable)")
+    p.add_argument("--envoy-per-variant", dest="one_envoy", action="store_false",
+                   help="one Envoy per variant instead of one Envoy with a listener (and a Wasm VM) per "
+                        "variant; Envoy instances differ by several µs/req from one another (bench/README.md)")
+    p.add_argument("--reference", default="noop-wasm",
+                   help="variant the others are paired with round by round (default noop-wasm; else the first)")
+    p.add_argument("--rate", type=float, default=4000,
+                   help="req/s of the fixed-rate latency phase (bench/pace; 0 skips it; default 4000)")
+    p.add_argument("--pace-connections", type=int, default=8, help="connections of the fixed-rate phase (default 8)")
+    p.add_argument("--pace", default=os.environ.get("MESHGATE_BENCH_PACE", str(DEFAULT_PACE)))
+    p.add_argument("--allow-open", action="append", default=[], metavar="NAME",
+                   help="variant not checked for refusing a forged credential (an ablation build that "
+                        "skips the checks; repeatable; noted in the report)")
     p.add_argument("--wrk", default=os.environ.get("WRK", "wrk"))
     p.add_argument("--results", default=str(HERE / "results.md"), help="'' to skip writing")
     p.add_argument("--keep", action="store_true", help="keep the rendered configs and Envoy logs")
@@ -736,6 +872,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("bench: missing " + "; ".join(missing), file=sys.stderr)
         return 2
+    pace = Path(a.pace) if Path(a.pace).is_file() else None
+    if a.rate > 0 and pace is None:
+        print(f"note: no {a.pace} (cargo build --release -p meshgate-bench-pace): "
+              "skipping the fixed-rate latency phase", file=sys.stderr)
     if not shutil.which("taskset"):
         print("bench: taskset not found (util-linux): running unpinned", file=sys.stderr)
         a.envoy_cpu = a.wrk_cpu = None
@@ -765,7 +905,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in a.noop_variant:
         tag, sep, modes = spec.partition("=")
         known = {"pairs", "set-pairs", "set3", "time", "response", "response-add", "response2"}
-        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", tag) or not set(modes.split(",")) <= known:
+        # Empty MODES: the plain no-op again, as its own variant (an A/A check of the instrument).
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", tag) or not set(filter(None, modes.split(","))) <= known:
             print(f"bench: want NAME=MODES (of {', '.join(sorted(known))}), got {spec!r}", file=sys.stderr)
             return 2
         noop_extra.append((tag, modes))
@@ -792,9 +933,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in active:
             if v.central:
                 procs.append(start_central(v, workdir, a.envoy_cpu))
-        for v in active:
-            start_envoy(v, envoy, workdir, a.envoy_cpu)
-            procs.append(v.proc)
+        for group in ([active] if a.one_envoy else [[v] for v in active]):
+            procs.append(start_envoy(group, envoy, workdir, a.envoy_cpu))
         deadline = time.monotonic() + 120
         for v in active:
             wait_ready(v, deadline)
@@ -806,12 +946,12 @@ def main(argv: list[str] | None = None) -> int:
             status, body = http_get(url, v.headers)
             if status != 200:
                 problems.append(f"{v.name}: valid credential got {status}: {body[:300]}")
-            if v.bad_headers is not None:
+            if v.bad_headers is not None and v.name not in a.allow_open:
                 status, body = http_get(url, v.bad_headers)
                 if status != 401:
                     problems.append(f"{v.name}: forged credential got {status} (want 401): {body[:300]}")
             print(f"check {v.name:20} port {v.port}: valid → 200"
-                  + (", forged → 401" if v.bad_headers is not None else ""))
+                  + (", forged → 401" if v.bad_headers is not None and v.name not in a.allow_open else ""))
         if problems:
             for line in problems:
                 print("FAIL " + line, file=sys.stderr)
@@ -823,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_wrk(a.wrk, v, a, a.warmup)
 
         for rnd in range(a.rounds):
-            for v in active:
+            for v in rotated(active, rnd):
                 r = run_wrk(a.wrk, v, a, a.duration)
                 v.runs.append(r)
                 mark = "" if r["ok"] else f"  ⚠ non-2xx {r['non2xx']}, socket errors {r['socket_errors']}"
@@ -832,12 +972,28 @@ def main(argv: list[str] | None = None) -> int:
 
         # The filter really admitted what wrk sent (not bypassed, not denied). It hands its
         # request counters to Envoy on its 1 s tick: wait for the last one.
+        # Latency at one offered load for all (the -cold variants, whose point is CPU per
+        # new token, would be saturated by it: left out).
+        paced = [v for v in active if not v.tokens] if a.rate > 0 and pace else []
+        for rnd in range(a.rounds if paced else 0):
+            for v in rotated(paced, rnd):
+                r = run_pace(pace, v, a)
+                v.paced.append(r)
+                mark = "" if r["ok_run"] else f"  ⚠ non-2xx {r['non_2xx']}, errors {r['errors']}, {r['achieved']:,.0f} req/s"
+                print(f"paced {rnd + 1}/{a.rounds} {v.name:20} {a.rate:>7,.0f} req/s  p50 {r['p50_us']} µs  "
+                      f"p99 {r['p99_us']} µs  p99.9 {r['p999_us']} µs  lag p99 {r['lag_p99_us']} µs{mark}", flush=True)
+
+        # In one Envoy the variants counting under one name share the counter.
         time.sleep(1.5)
+        counted: dict[tuple[int, str], list[Variant]] = {}
         for v in active:
             if v.counter:
-                n = admin_counter(v, v.counter)
-                sent = sum(r["requests"] or 0 for r in v.runs)
-                print(f"counter {v.name:20} {v.counter} = {n} (measured: {sent:,}; the rest: warm-up, checks)")
+                counted.setdefault((v.admin_port, v.counter), []).append(v)
+        for (_, name), group in counted.items():
+            n = admin_counter(group[0], name)
+            sent = sum(r["requests"] or 0 for v in group for r in v.runs)
+            who = ", ".join(v.name for v in group)
+            print(f"counter {who:20} {name} = {n} (measured: {sent:,}; the rest: warm-up, checks)")
 
         load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
         text = report(variants, a, info, envoy_version, started, load_end)
@@ -846,7 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.results:
             Path(a.results).write_text(text)
             print(f"wrote {a.results}")
-        return 1 if any(not r["ok"] for v in active for r in v.runs) else 0
+        return 1 if any(not r["ok"] for v in active for r in v.runs)\
+            or any(not r["ok_run"] for v in active for r in v.paced) else 0
     except KeyboardInterrupt:
         print("\nbench: interrupted, stopping Envoys", file=sys.stderr)
         return 130
