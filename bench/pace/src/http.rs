@@ -5,6 +5,9 @@ use std::io::{self, BufRead};
 
 /// Longest answer head read (status line and headers).
 const MAX_HEAD: usize = 16 * 1024;
+/// Largest answer body read (the benchmark's answer a few bytes): a larger
+/// `content-length` is an error, not an allocation.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// What the generator needs from an answer's head.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,7 +70,11 @@ pub fn read_head(reader: &mut impl BufRead) -> io::Result<Head> {
         let Some((name, value)) = text.split_once(':') else { return Err(invalid("header without a colon")) };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            head.content_length = value.parse().map_err(|_| invalid("bad content-length"))?;
+            head.content_length = value
+                .parse()
+                .ok()
+                .filter(|&n| n <= MAX_BODY)
+                .ok_or_else(|| invalid("bad or too large content-length"))?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(invalid("chunked answers are not supported"));
         } else if name.eq_ignore_ascii_case("connection") {
@@ -94,6 +101,8 @@ mod tests {
         assert_eq!(read("HTTP/1.0 200 OK\r\n\r\n").ok().map(|h| h.close), Some(true));
         assert!(read("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
         assert!(read("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\ncontent-length: 999999999999\r\n\r\n").is_err());
+        assert!(read("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n").is_err());
         assert!(read("HTTP/1.1 200 OK\r\n").is_err(), "cut before the blank line");
         assert!(read("garbage").is_err());
         let long = format!("HTTP/1.1 200 OK\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD));

@@ -213,3 +213,38 @@ fn main() -> ExitCode {
     println!("{}", stats::summary(&mut all.latencies_us, &mut all.lags_us, &counts, elapsed, plan.rate, slack));
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Plan, String> {
+        parse_args(args.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn command_lines() {
+        let plan = parse("--rate 4000 --duration 2.5 --connections 4 -H x-api-key:k http://127.0.0.1:8080/api/x")
+            .expect("valid");
+        assert_eq!((plan.rate, plan.duration, plan.connections), (4000.0, Duration::from_millis(2500), 4));
+        assert_eq!((plan.host.as_str(), plan.path.as_str()), ("127.0.0.1:8080", "/api/x"));
+        assert_eq!(plan.headers, ["x-api-key:k"]);
+        assert_eq!(parse("--rate 1 --duration 1 http://h:1").map(|p| p.path).as_deref(), Ok("/"));
+        for bad in [
+            "--rate 0 --duration 1 http://h:1/",
+            "--rate -5 --duration 1 http://h:1/",
+            "--rate NaN --duration 1 http://h:1/",
+            "--rate 1 --duration 0 http://h:1/",
+            "--rate 1 --duration 1 --connections 0 http://h:1/",
+            "--rate 1 --duration 1 https://h:1/",
+            "--rate 1 --duration 1 http:///x",
+            "--rate 1 --duration 1",
+            "--rate 1 --duration 1 http://h:1/ http://h:2/",
+            "--rate",
+            "--rate 1 --duration 1 --tokens /nonexistent/tokens http://h:1/",
+            "--bogus",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
