@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release -p meshgate --example bench -- [seconds] [clients]`
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -24,13 +26,18 @@ async fn post(router: &Router, path: &str, token: Option<&str>, body: Value) -> 
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// Runs `clients` tasks from `make(i, stop)` until `stop` is raised after
+/// `secs` seconds; each task answers how many requests it completed.
 async fn run<F, Fut>(name: &str, secs: u64, clients: usize, make: F)
 where
-    F: Fn(usize) -> Fut,
+    F: Fn(usize, Arc<AtomicBool>) -> Fut,
     Fut: std::future::Future<Output = u64> + Send + 'static,
 {
+    let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let tasks: Vec<_> = (0..clients).map(|i| tokio::spawn(make(i))).collect();
+    let tasks: Vec<_> = (0..clients).map(|i| tokio::spawn(make(i, Arc::clone(&stop)))).collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for t in tasks {
         total += t.await.expect("task");
@@ -64,15 +71,13 @@ async fn main() -> anyhow::Result<()> {
         post(&router, "/api/v1/apikeys", Some(&admin), json!({"name": "bench", "expires_in_days": 30})).await;
     anyhow::ensure!(s == StatusCode::CREATED, "key creation failed: {created}");
     let key = created["key"].as_str().unwrap_or_default().to_string();
-    let deadline = Duration::from_secs(secs);
 
     let r = router.clone();
-    run("POST /api/v1/apikeys/verify", secs, clients, move |_| {
+    run("POST /api/v1/apikeys/verify", secs, clients, move |_, stop| {
         let (r, key) = (r.clone(), key.clone());
         async move {
-            let start = Instant::now();
             let mut n = 0;
-            while start.elapsed() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 let (s, _) = post(&r, "/api/v1/apikeys/verify", None, json!({"key": key})).await;
                 assert_eq!(s, StatusCode::OK);
                 n += 1;
@@ -91,12 +96,11 @@ async fn main() -> anyhow::Result<()> {
         chains.push(l["refresh_token"].as_str().unwrap_or_default().to_string());
     }
     let r = router.clone();
-    run("POST /api/v1/auth/refresh", secs, clients, move |i| {
+    run("POST /api/v1/auth/refresh", secs, clients, move |i, stop| {
         let (r, mut token) = (r.clone(), chains[i].clone());
         async move {
-            let start = Instant::now();
             let mut n = 0;
-            while start.elapsed() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 let (s, v) = post(&r, "/api/v1/auth/refresh", None, json!({"refresh_token": token})).await;
                 assert_eq!(s, StatusCode::OK, "{v}");
                 token = v["refresh_token"].as_str().unwrap_or_default().to_string();
