@@ -162,16 +162,19 @@ def fill(template: str, **values: str) -> str:
     return string.Template(template).substitute(values)
 
 
+def template(path: Path) -> str:
+    """A template to splice into the bootstrap, its `#` comment lines dropped."""
+    return "\n".join(line for line in path.read_text().splitlines() if not line.startswith("#"))
+
+
 def snippet(name: str, indent: int, **values: str) -> str:
-    text = (ENVOY_DIR / "filters" / f"{name}.yaml.in").read_text()
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    text = template(ENVOY_DIR / "filters" / f"{name}.yaml.in")
     return textwrap.indent(fill(text, **values), " " * indent)
 
 
 def render_listener(variant: str, port: int, filters: str) -> str:
-    text = (ENVOY_DIR / "listener.yaml.in").read_text()
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    return fill(text, VARIANT=variant, PORT=str(port), HTTP_FILTERS=filters.rstrip("\n") if filters else "")
+    return fill(template(ENVOY_DIR / "listener.yaml.in"), VARIANT=variant, PORT=str(port),
+                HTTP_FILTERS=filters.rstrip("\n") if filters else "")
 
 
 def render_bootstrap(node: str, admin_port: int, listeners: list[tuple[str, int, str]], clusters: str) -> str:

@@ -42,7 +42,6 @@ class Bootstrap(unittest.TestCase):
 
     @unittest.skipUnless(Path(os.environ.get("ENVOY", run.DEFAULT_ENVOY)).is_file(), "no Envoy (make envoy-install)")
     def test_envoy_accepts_it(self):
-        key = run.api_key()
         plugin = run.yaml_string(run.plugin_config(run.ENVOY_DIR / "meshgate-plugin.json",
                                                    [run.Signer("HS256", "k")], "00" * 32))
         mesh = run.snippet("meshgate", 10, WASM=run.yaml_string(str(run.DEFAULT_WASM)), PLUGIN_CONFIG=plugin)
@@ -55,7 +54,6 @@ class Bootstrap(unittest.TestCase):
             done = subprocess.run([envoy, "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True,
                                   timeout=120)
         self.assertEqual(done.returncode, 0, (done.stdout + done.stderr)[-2000:])
-        self.assertTrue(key.startswith("mg"))
 
 
 class Rounds(unittest.TestCase):
