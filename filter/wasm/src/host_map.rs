@@ -1,5 +1,5 @@
 //! The request header map as the host serializes it, read and written in
-//! one host call each.
+//! one host call each, and single-header edits.
 //!
 //! The SDK's `hostcalls::get_map_bytes` makes the same call, then copies
 //! every header into its own `String` and `Vec`: two allocations per header,
@@ -12,7 +12,10 @@
 //! declared here, the one place in the crate with `unsafe` (the workspace
 //! denies it; this module allows it).
 //!
-//! Unlike the SDK wrappers, an unexpected status is an `Err`, not a panic.
+//! [`replace`] and [`remove`] edit one header: the SDK has them too, but
+//! panics on a status it does not expect. Here, as for the whole map, an
+//! unexpected status is an `Err`, not a panic (a panic would take the VM,
+//! and every stream on its worker, down with it).
 
 #![allow(unsafe_code)]
 
@@ -24,6 +27,14 @@ unsafe extern "C" {
     // outside the enum would be undefined behaviour in Rust.
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
     fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
 }
 
 /// A status other than `Ok` returned by a raw host call.
@@ -58,5 +69,23 @@ pub fn set(map_type: MapType, map: &[u8]) -> Result<(), HostStatus> {
     // SAFETY: the host only reads `map.len()` bytes from `map.as_ptr()`,
     // which stay borrowed for the duration of the call.
     let status = unsafe { proxy_set_header_map_pairs(map_type as u32, map.as_ptr(), map.len()) };
+    if status == 0 { Ok(()) } else { Err(HostStatus(status)) }
+}
+
+/// Sets header `name` of `map_type` to `value`, replacing any value it had
+/// (Envoy's `setCopy`).
+pub fn replace(map_type: MapType, name: &str, value: &[u8]) -> Result<(), HostStatus> {
+    // SAFETY: the host only reads `name.len()` and `value.len()` bytes from
+    // the two pointers, which stay borrowed for the duration of the call.
+    let status = unsafe {
+        proxy_replace_header_map_value(map_type as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    };
+    if status == 0 { Ok(()) } else { Err(HostStatus(status)) }
+}
+
+/// Removes every value of header `name` from `map_type`.
+pub fn remove(map_type: MapType, name: &str) -> Result<(), HostStatus> {
+    // SAFETY: the host only reads `name.len()` bytes from `name.as_ptr()`.
+    let status = unsafe { proxy_remove_header_map_value(map_type as u32, name.as_ptr(), name.len()) };
     if status == 0 { Ok(()) } else { Err(HostStatus(status)) }
 }

@@ -45,6 +45,34 @@ fn spoofed_values_are_replaced_not_appended() {
     }
 }
 
+/// A request with many ordinary headers: the filter edits it one header at a time (cheaper
+/// there than rewriting the whole map) and must still leave one value of each header it
+/// sets, whatever the client sent.
+#[test]
+fn spoofed_copies_are_replaced_when_headers_are_edited_one_by_one() {
+    let t = token_with(json!({"app_id": null, "sid": null}));
+    let bearer = format!("Bearer {t}");
+    let ordinary: Vec<String> = (0..20).map(|i| format!("x-ordinary-{i}")).collect();
+    let mut headers = vec![
+        ("authorization", bearer.as_str()),
+        ("x-user-id", "attacker"),
+        ("X-User-Id", "attacker-2"),
+        ("x-user-roles", "admin"),
+        ("x-session-id", "stolen"),
+    ];
+    headers.extend(ordinary.iter().map(|n| (n.as_str(), "v")));
+    meshgate_tests::host_calls();
+    let r = get("/api/x", &headers);
+    let calls = meshgate_tests::host_calls();
+    assert_eq!(calls.get("proxy_set_header_map_pairs"), None, "{calls:?}");
+    let h = r.allowed();
+    assert_eq!(h.get_all("x-user-id"), ["user-42"]);
+    assert_eq!(h.get_all("x-user-roles"), ["admin,dev"]);
+    assert_eq!(h.get_all("x-auth-method"), ["jwt"]);
+    assert!(!h.contains("x-session-id"), "{h:?}");
+    assert_eq!(h.get_all("x-ordinary-19"), ["v"]);
+}
+
 #[test]
 fn repeated_spoofed_headers_are_all_removed() {
     let r = get("/health", &[("x-user-id", "a"), ("x-user-id", "b"), ("X-User-Id", "c")]);
