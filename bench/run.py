@@ -83,6 +83,24 @@ AUDIENCE = "meshgate-bench"
 SUBJECT = "bench-user"
 REQUEST_PATH = "/api/bench"
 
+# `--browser-headers`: what a browser's API call carries besides the credential (wrk and
+# pace send only Host and the credential). Header work in Envoy and in a filter that
+# rewrites the whole map grows with the count; a verifier's does not.
+BROWSER_HEADERS = {
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+    "accept": "application/json, text/plain, */*",
+    "accept-language": "en-GB,en;q=0.9",
+    "accept-encoding": "gzip, deflate, br, zstd",
+    "referer": "https://app.example.com/dashboard",
+    "origin": "https://app.example.com",
+    "sec-fetch-site": "same-site",
+    "sec-fetch-mode": "cors",
+    "sec-fetch-dest": "empty",
+    "sec-ch-ua": '"Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-platform": '"Linux"',
+    "cookie": "session=0123456789abcdef0123456789abcdef; theme=dark",
+}
+
 try:  # ES256 / EdDSA signing; optional so the HS256 half runs on a bare Python.
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -234,6 +252,8 @@ class Variant:
     log: Path | None = None
     runs: list[dict] = field(default_factory=list)
     paced: list[dict] = field(default_factory=list)  # the fixed-rate latency phase
+    profile: dict | None = None  # `--profile`: where Envoy's CPU went (perf samples)
+    extra_headers: dict[str, str] = field(default_factory=dict)  # `--browser-headers`, for -cold variants
 
 
 def free_port() -> int:
@@ -556,6 +576,8 @@ def parse_wrk(out: str) -> dict:
 def run_wrk(wrk: str, v: Variant, a: argparse.Namespace, seconds: int) -> dict:
     argv = [wrk, f"-t{a.threads}", f"-c{a.connections}", f"-d{seconds:g}s", "--latency", "--timeout", "2s"]
     if v.tokens:
+        for k, val in v.extra_headers.items():
+            argv += ["-H", f"{k}: {val}"]
         argv += ["-s", str(HERE / "tokens.lua"), f"http://127.0.0.1:{v.port}{REQUEST_PATH}",
                  "--", str(v.tokens_file)]
     else:
@@ -631,6 +653,106 @@ def latency_report(variants: list[Variant], a) -> str:
     if pairs:
         lines += ["", "| ratio of medians | p50 | p99 |", "|---|---:|---:|", *pairs]
     lines += ["", "⚠: a round with a non-2xx answer, an error, or under 97 % of the rate achieved."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- where the CPU goes (perf)
+
+PERF_FREQ = 999  # samples per CPU-second: a 1 ms grain, little disturbance
+PROFILE_PARTS = ("wasm", "host", "envoy", "kernel")
+JIT_DSO = re.compile(r"perf-\d+\.map|\[JIT\]")
+
+
+def perf_problem(perf: str, workdir: Path) -> str | None:
+    """None when `perf record` with DWARF call stacks works here, else why not."""
+    if not shutil.which(perf):
+        return f"{perf} not found (Debian: apt-get install linux-perf)"
+    out = workdir / "probe.perf"
+    try:
+        done = subprocess.run([perf, "record", "-q", "-e", "cpu-clock", "--call-graph", "dwarf,1024", "-o", str(out),
+                               "--", "true"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"perf record failed: {e}"
+    finally:
+        out.unlink(missing_ok=True)
+    return None if done.returncode == 0 else f"perf record failed: {(done.stderr or done.stdout).strip()[:300]}"
+
+
+def classify_samples(script: str) -> dict[str, int]:
+    """Counts `perf script -F ip,dso` call stacks (leaf first, a blank line between
+    samples) by where the CPU was: `wasm` (the leaf is in code V8 compiled from the
+    module: no file behind it), `host` (called from Wasm code: host functions and V8's
+    runtime helpers, e.g. a header map call; DWARF unwinding stops at the Wasm frame),
+    `kernel`, or `envoy` (everything else: Envoy's own request work, the calls into the
+    VM, libraries)."""
+    counts = dict.fromkeys(PROFILE_PARTS, 0)
+    frames: list[str] = []
+
+    def flush() -> None:
+        if not frames:
+            return
+        if JIT_DSO.search(frames[0]):
+            part = "wasm"
+        elif any(JIT_DSO.search(f) for f in frames):
+            part = "host"
+        elif "[kernel" in frames[0]:
+            part = "kernel"
+        else:
+            part = "envoy"
+        counts[part] += 1
+        frames.clear()
+
+    for line in script.splitlines():
+        fields = line.split(None, 1)
+        if not fields:
+            flush()
+        elif fields[0] != "ffffffffffffffff":  # the end-of-stack marker
+            frames.append(fields[1] if len(fields) > 1 else "")
+    flush()
+    return counts
+
+
+def run_profiled(perf: str, v: Variant, a: argparse.Namespace, workdir: Path) -> dict:
+    """One wrk run of `--duration` with `perf record` sampling the Envoy process: Envoy CPU
+    µs per request by part (classify_samples), while perf adds its own overhead."""
+    data = workdir / f"{v.name}.perf"
+    rec = subprocess.Popen([perf, "record", "-q", "-e", "cpu-clock", "-F", str(PERF_FREQ), "--call-graph",
+                            "dwarf,8192", "-p", str(v.proc.pid), "-o", str(data)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # attached before the first request
+        res = run_wrk(a.wrk, v, a, a.duration)
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=120)
+    try:
+        script = subprocess.run([perf, "script", "-i", str(data), "-F", "ip,dso"], capture_output=True, text=True,
+                                timeout=900).stdout
+    finally:
+        data.unlink(missing_ok=True)
+    counts = classify_samples(script)
+    per_sample_us = 1e6 / PERF_FREQ / max(res["requests"], 1)
+    return {"ok": res["ok"], "cpu_us": res["cpu_us"], "samples": sum(counts.values()),
+            **{k: n * per_sample_us for k, n in counts.items()}}
+
+
+def profile_report(variants: list[Variant]) -> str:
+    ran = [v for v in variants if v.profile]
+    if not ran:
+        return ""
+    lines = ["Envoy CPU µs per request by where it was spent, from `perf record -e cpu-clock` "
+             f"({PERF_FREQ} Hz, DWARF call stacks) during one wrk run per variant. perf slows Envoy down "
+             "(~10–20 %): compare the columns between variants, not with the tables above.", "",
+             "| variant | Wasm code | host calls from Wasm | Envoy, outside Wasm | kernel | sampled total | samples |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for v in ran:
+        p = v.profile
+        flag = "" if p["ok"] else " ⚠"
+        lines.append(f"| {v.name}{flag} | {p['wasm']:.1f} | {p['host']:.1f} | {p['envoy']:.1f} | {p['kernel']:.1f} "
+                     f"| {sum(p[k] for k in PROFILE_PARTS):.1f} | {p['samples']:,} |")
+    lines += ["", "Wasm code: the module's own instructions as V8 compiled them. Host calls: from the "
+              "module into Envoy (header maps, clock, shared data, metrics) and V8's runtime helpers "
+              "(e.g. `memory.copy`). Envoy: its own request work, the calls into the VM, libraries."]
     return "\n".join(lines)
 
 
@@ -794,6 +916,9 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
         f"- Load: wrk -t{a.threads} -c{a.connections}, {a.duration:g} s per run, {a.rounds} rounds "
         f"(variants alternated, each round starting one later), pinned to CPU {a.wrk_cpu}; {a.warmup:g} s warm-up per variant first",
         f"- meshgate policy: `{shown(Path(a.plugin_config))}`",
+        f"- Requests: `GET {REQUEST_PATH}` with Host and the credential"
+        + (f", plus the {len(BROWSER_HEADERS)} headers of a browser's API call (`--browser-headers`)"
+           if a.browser_headers else " only"),
         "- Envoy CPU µs/req: Envoy's user+system CPU time (/proc) over the run divided by the requests "
         "wrk completed; on a shared machine it is the steadier figure (time waiting for the core is "
         "not counted), req/s and latency show what a client saw; for `ext-authz-apikey` it adds the "
@@ -809,6 +934,7 @@ def report(variants: list[Variant], a, info: dict, envoy_version: str, started: 
         ratios,
         "",
         *(["## Latency at a fixed rate", "", latency_report(variants, a), ""] if any(v.paced for v in variants) else []),
+        *(["## Where the CPU goes", "", profile_report(variants), ""] if any(v.profile for v in variants) else []),
         "## Per round",
         "",
         "\n".join(rounds),
@@ -860,6 +986,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-open", action="append", default=[], metavar="NAME",
                    help="variant not checked for refusing a forged credential (an ablation build that "
                         "skips the checks; repeatable; noted in the report)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the rounds, one more wrk run per variant under `perf record`: Envoy CPU per request "
+                        "split into Wasm code, host calls, Envoy and kernel (needs perf: Debian linux-perf)")
+    p.add_argument("--perf", default=os.environ.get("PERF", "perf"))
+    p.add_argument("--browser-headers", action="store_true",
+                   help=f"every request also carries the {len(BROWSER_HEADERS)} headers of a browser's API call "
+                        "(user-agent, accept…, cookie)")
     p.add_argument("--wrk", default=os.environ.get("WRK", "wrk"))
     p.add_argument("--results", default=str(HERE / "results.md"), help="'' to skip writing")
     p.add_argument("--keep", action="store_true", help="keep the rendered configs and Envoy logs")
@@ -926,6 +1059,14 @@ def main(argv: list[str] | None = None) -> int:
         if v.skip:
             print(f"note: skipping {v.name}: {v.skip}")
     active = [v for v in variants if not v.skip]
+    if a.browser_headers:
+        for v in active:
+            if v.tokens:
+                v.extra_headers = dict(BROWSER_HEADERS)
+            else:
+                v.headers = {**BROWSER_HEADERS, **v.headers}
+            if v.bad_headers is not None:
+                v.bad_headers = {**BROWSER_HEADERS, **v.bad_headers}
 
     print(f"machine: {info['nproc']} CPUs, {info['cpu']}, load {info['load']}; envoy {envoy_version}")
     print(f"plan: {len(active)} variants × {a.rounds} rounds × {a.duration:g} s "
@@ -986,6 +1127,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"paced {rnd + 1}/{a.rounds} {v.name:20} {a.rate:>7,.0f} req/s  p50 {r['p50_us']} µs  "
                       f"p99 {r['p99_us']} µs  p99.9 {r['p999_us']} µs  lag p99 {r['lag_p99_us']} µs{mark}", flush=True)
 
+        # Where each variant's CPU goes: a separate run, since perf slows Envoy down.
+        problem = perf_problem(a.perf, workdir) if a.profile else None
+        if problem:
+            print(f"note: --profile skipped: {problem}", file=sys.stderr)
+        for v in active if a.profile and not problem else []:
+            if v.central:  # the verifier's CPU is another process's
+                continue
+            v.profile = run_profiled(a.perf, v, a, workdir)
+            p = v.profile
+            print(f"profile {v.name:20} wasm {p['wasm']:5.1f}  host {p['host']:5.1f}  envoy {p['envoy']:5.1f}  "
+                  f"kernel {p['kernel']:5.1f} µs/req ({p['samples']:,} samples)", flush=True)
+
         # In one Envoy the variants counting under one name share the counter.
         time.sleep(1.5)
         counted: dict[tuple[int, str], list[Variant]] = {}
@@ -1006,7 +1159,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(a.results).write_text(text)
             print(f"wrote {a.results}")
         return 1 if any(not r["ok"] for v in active for r in v.runs)\
-            or any(not r["ok_run"] for v in active for r in v.paced) else 0
+            or any(not r["ok_run"] for v in active for r in v.paced)\
+            or any(not v.profile["ok"] for v in active if v.profile) else 0
     except KeyboardInterrupt:
         print("\nbench: interrupted, stopping Envoys", file=sys.stderr)
         return 130

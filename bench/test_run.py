@@ -1,6 +1,7 @@
 """Checks of bench/run.py's pieces that a benchmark run would only show as wrong numbers:
 the bootstrap with a listener per variant (validated by Envoy itself when ENVOY or
-.venv/bin/envoy is there), the round order, the pairing and the latency table.
+.venv/bin/envoy is there), the round order, the pairing, the latency table and the
+classification of perf's call stacks.
 
     python3 -m unittest bench/test_run.py      # part of `make test`
 """
@@ -92,6 +93,38 @@ class Latency(unittest.TestCase):
         self.assertIn("| meshgate-hs256 ⚠ | 214 | 264 | 528 | +79 | 60 |", text)
         self.assertIn(f"| meshgate-hs256 / native-hs256 | {214 / 170:.3f} | {264 / 220:.3f} |", text)
         self.assertEqual(run.latency_report([variant("x", [1.0])], a), "")
+
+
+ENVOY_BIN = "(/venv/lib/python3.11/site-packages/envoy/_bin/envoy)"
+
+
+class Profile(unittest.TestCase):
+    def test_call_stacks_are_split_by_where_the_leaf_is(self):
+        script = "\n".join([
+            # Wasm code (no file behind it: perf names the missing map file).
+            "\t    18502a70c701 (/tmp/perf-8124.map)", "\t         57aebee " + ENVOY_BIN, "",
+            # A host function called from Wasm code: unwinding stops at the Wasm frame.
+            "\t         2f65980 " + ENVOY_BIN, "\t         2fac900 " + ENVOY_BIN,
+            "\t    18502a70c702 (/tmp/perf-8124.map)", "",
+            "\t         2f65981 " + ENVOY_BIN, "\t    18502a4c0280 ([JIT] tid 7751)", "",
+            # Envoy's own work, to the thread's start; the end-of-stack marker is not a frame.
+            "\t         57a2565 " + ENVOY_BIN, "\t           891f4 (/usr/lib/x86_64-linux-gnu/libc.so.6)",
+            "\tffffffffffffffff ([unknown])", "",
+            "\t           9a2b1 (/usr/lib/x86_64-linux-gnu/libc.so.6)", "",
+            # The kernel, on behalf of Envoy.
+            "\tffffffff8f12ab34 ([kernel.kallsyms])", "\t         57a2565 " + ENVOY_BIN,
+        ])
+        self.assertEqual(run.classify_samples(script), {"wasm": 1, "host": 2, "envoy": 2, "kernel": 1})
+        self.assertEqual(run.classify_samples(""), dict.fromkeys(run.PROFILE_PARTS, 0))
+
+    def test_report(self):
+        v = variant("meshgate-hs256", [70.0])
+        v.profile = {"ok": True, "cpu_us": 80.0, "samples": 12000, "wasm": 8.04, "host": 5.96, "envoy": 50.0,
+                     "kernel": 12.0}
+        text = run.profile_report([v, variant("noop-wasm", [50.0])])
+        self.assertIn("| meshgate-hs256 | 8.0 | 6.0 | 50.0 | 12.0 | 76.0 | 12,000 |", text)
+        self.assertNotIn("| noop-wasm |", text)
+        self.assertEqual(run.profile_report([variant("x", [1.0])]), "")
 
 
 if __name__ == "__main__":

@@ -22,5 +22,10 @@ end
 
 function request()
   i = i % #tokens + 1
-  return wrk.format(nil, nil, { ["Host"] = wrk.host, ["Authorization"] = "Bearer " .. tokens[i] })
+  -- Headers given with -H (run.py --browser-headers) go along.
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Host"] = wrk.host
+  headers["Authorization"] = "Bearer " .. tokens[i]
+  return wrk.format(nil, nil, headers)
 end
