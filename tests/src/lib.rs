@@ -46,7 +46,7 @@ mod wasi;
 
 pub use abi::LogLevel;
 pub use error::HostError;
-pub use hostcalls::{host_calls, take_marks};
+pub use hostcalls::{host_calls, refuse_host_calls, take_marks};
 pub use module::Program;
 pub use request::{Outcome, Request};
 pub use scenario::{Scenario, ScenarioResult};

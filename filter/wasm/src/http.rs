@@ -4,7 +4,8 @@
 //! place: see [`crate::host_map`]), asks the engine, and either edits the
 //! request and continues, or sends the rendered denial. Host failures,
 //! a header map that does not parse among them, follow the configured
-//! failure mode.
+//! failure mode, except a refused header edit, which always answers 503
+//! (the request would go on half edited).
 
 use crate::host_map;
 use crate::metrics::Metrics;
@@ -43,8 +44,11 @@ impl Http {
         Self { engine, metrics, answered: false, response_headers: Vec::new(), stale, reservation: None }
     }
 
-    /// Refuses with 503 because the synced state is too old to trust.
-    fn refuse_stale(&mut self, engine: &Engine) -> Action {
+    /// Refuses with 503: the synced state is too old to trust, or an edit of
+    /// the request's headers failed part-way (whatever the failure mode:
+    /// forwarding would pass on a spoofed identity header not yet removed, or
+    /// half of the real identity).
+    fn refuse_unavailable(&mut self, engine: &Engine) -> Action {
         self.metrics.denied(Reason::Unavailable);
         let response = Denial::new(Reason::Unavailable).render(&engine.config.realm, engine.config.problem_details);
         self.send(&response, &engine.config.security_headers)
@@ -160,7 +164,7 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(engine) = self.engine.clone() else { return self.fail() };
         if self.stale {
-            return self.refuse_stale(&engine);
+            return self.refuse_unavailable(&engine);
         }
         let Ok(buffer) = host_map::get(MapType::HttpRequestHeaders) else { return self.fail() };
         let Ok(headers) = header_map::parse(&buffer) else { return self.fail() };
@@ -180,15 +184,17 @@ impl HttpContext for Http {
         };
         match engine.decide(&request, now_us, &SharedData) {
             Decision::Allow(allow) => {
+                // Headers first: a failed edit answers 503 before any credit is reserved.
+                if Self::apply(&allow, &headers).is_err() {
+                    self.metrics.host_failure();
+                    return self.refuse_unavailable(&engine);
+                }
                 match crate::credits::admit(&engine, &allow) {
                     crate::credits::Admission::Pass(reservation) => self.reservation = reservation,
                     crate::credits::Admission::Refuse(reason, response) => {
                         self.metrics.denied(reason);
                         return self.send(&response, &engine.config.security_headers);
                     }
-                }
-                if Self::apply(&allow, &headers).is_err() {
-                    return self.fail();
                 }
                 self.metrics.allowed(allow.identity.as_ref().map(|i| i.method));
                 self.metrics.limits(&allow.limits.events);

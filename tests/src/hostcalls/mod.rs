@@ -34,6 +34,25 @@ thread_local! {
     static TALLY: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
+thread_local! {
+    /// Host calls that answer a status on this thread instead of doing their work (see
+    /// [`refuse_host_calls`]).
+    static REFUSED: RefCell<BTreeMap<&'static str, Status>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Makes the named header-map edits (`proxy_replace_header_map_value`,
+/// `proxy_set_header_map_pairs`, …) answer `status` on this thread without editing anything,
+/// as a host that refuses an edit would; an empty list restores them. For the paths a real
+/// host failure takes.
+pub fn refuse_host_calls(names: &[&'static str], status: Status) {
+    REFUSED.with(|r| *r.borrow_mut() = names.iter().map(|&n| (n, status)).collect());
+}
+
+/// The status a refused call answers on this thread, if it is refused.
+pub(crate) fn refusal(name: &str) -> Option<Status> {
+    REFUSED.with(|r| r.borrow().get(name).copied())
+}
+
 /// Counts one call of `name` on this thread.
 pub(crate) fn tally(name: &'static str) {
     TALLY.with(|t| *t.borrow_mut().entry(name).or_default() += 1);

@@ -73,6 +73,41 @@ fn spoofed_copies_are_replaced_when_headers_are_edited_one_by_one() {
     assert_eq!(h.get_all("x-ordinary-19"), ["v"]);
 }
 
+/// A header edit the host refuses leaves the request half edited (a spoofed header not yet
+/// removed, part of the identity set): the filter answers 503 even when failing open, rather
+/// than forward it. Both ways of editing: one call per header (a request with many headers)
+/// and the whole map (a small request with many edits).
+#[test]
+fn a_refused_header_edit_answers_503_even_when_failing_open() {
+    let t = token_with(json!({"app_id": null, "sid": null}));
+    let bearer = format!("Bearer {t}");
+    let ordinary: Vec<String> = (0..20).map(|i| format!("x-ordinary-{i}")).collect();
+    let cases = [
+        ("proxy_replace_header_map_value", 20),
+        ("proxy_remove_header_map_value", 20),
+        ("proxy_set_header_map_pairs", 0),
+    ];
+    for (refused, ordinary_count) in cases {
+        let mut headers: Vec<(String, String)> = SPOOFED.iter().map(|&(n, v)| (n.to_owned(), v.to_owned())).collect();
+        headers.push(("authorization".to_owned(), bearer.clone()));
+        headers.extend(ordinary.iter().take(ordinary_count).map(|n| (n.clone(), "v".to_owned())));
+        meshgate_tests::refuse_host_calls(&[refused], meshgate_tests::abi::Status::InternalFailure);
+        let r = scenario_on(config_with(json!({"failure_mode": "open"})))
+            .request(move |mut req| {
+                req = req.path("/api/x");
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                req
+            })
+            .run();
+        meshgate_tests::refuse_host_calls(&[], meshgate_tests::abi::Status::Ok);
+        let calls = meshgate_tests::host_calls();
+        assert!(calls.contains_key(refused), "{refused} was not the way this request was edited: {calls:?}");
+        assert_denied(&r, 503, "unavailable");
+    }
+}
+
 #[test]
 fn repeated_spoofed_headers_are_all_removed() {
     let r = get("/health", &[("x-user-id", "a"), ("x-user-id", "b"), ("X-User-Id", "c")]);
