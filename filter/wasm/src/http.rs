@@ -64,17 +64,22 @@ impl Http {
         Action::Pause
     }
 
-    /// What to do when the host failed us or no engine exists.
+    /// What to do when the host failed us or no engine exists. Failing open
+    /// forwards the request without identity: every header the filter owns
+    /// is removed by name first (the map may not have been read, so only
+    /// the configured spellings), and if even that fails, it answers 503.
     fn fail(&mut self) -> Action {
         self.metrics.host_failure();
-        let (mode, realm, details, extra) = match &self.engine {
-            Some(e) => (
-                e.config.failure_mode,
-                e.config.realm.clone(),
-                e.config.problem_details,
-                e.config.security_headers.clone(),
-            ),
-            None => (FailureMode::Closed, "meshgate".to_owned(), ProblemDetails::Full, Vec::new()),
+        let mut mode = self.engine.as_ref().map_or(FailureMode::Closed, |e| e.config.failure_mode);
+        if mode == FailureMode::Open
+            && let Some(e) = &self.engine
+            && !e.config.headers.owned().iter().all(|name| host_map::remove(MapType::HttpRequestHeaders, name).is_ok())
+        {
+            mode = FailureMode::Closed;
+        }
+        let (realm, details, extra) = match &self.engine {
+            Some(e) => (e.config.realm.clone(), e.config.problem_details, e.config.security_headers.clone()),
+            None => ("meshgate".to_owned(), ProblemDetails::Full, Vec::new()),
         };
         match mode {
             FailureMode::Open => Action::Continue,

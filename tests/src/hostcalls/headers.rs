@@ -10,7 +10,8 @@ use crate::state::{Headers, VmState};
 
 pub(super) fn add(l: &mut Linker<VmState>) -> Result<()> {
     l.func_wrap("env", "proxy_get_header_map_pairs", |mut c: Ctx<'_>, map: u32, op: u32, os: u32| {
-        named("proxy_get_header_map_pairs", get_pairs(&mut c, map, op, os))
+        let r = refusal("proxy_get_header_map_pairs").map_or_else(|| get_pairs(&mut c, map, op, os), Ok);
+        named("proxy_get_header_map_pairs", r)
     })?;
     l.func_wrap("env", "proxy_set_header_map_pairs", |mut c: Ctx<'_>, map: u32, p: u32, n: u32| {
         let r = refusal("proxy_set_header_map_pairs").map_or_else(|| set_pairs(&mut c, map, p, n), Ok);

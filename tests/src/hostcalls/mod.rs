@@ -40,10 +40,10 @@ thread_local! {
     static REFUSED: RefCell<BTreeMap<&'static str, Status>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-/// Makes the named header-map edits (`proxy_replace_header_map_value`,
-/// `proxy_set_header_map_pairs`, …) answer `status` on this thread without editing anything,
-/// as a host that refuses an edit would; an empty list restores them. For the paths a real
-/// host failure takes.
+/// Makes the named header-map calls (`proxy_get_header_map_pairs`, and the edits:
+/// `proxy_replace_header_map_value`, `proxy_set_header_map_pairs`, …) answer `status` on this
+/// thread without doing anything, as a failing host would; an empty list restores them. For
+/// the paths a real host failure takes.
 pub fn refuse_host_calls(names: &[&'static str], status: Status) {
     REFUSED.with(|r| *r.borrow_mut() = names.iter().map(|&n| (n, status)).collect());
 }

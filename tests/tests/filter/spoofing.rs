@@ -108,6 +108,26 @@ fn a_refused_header_edit_answers_503_even_when_failing_open() {
     }
 }
 
+/// Failing open when the header map cannot be read: the request goes on without identity,
+/// every header the filter owns removed by name; when even that is refused, 503.
+#[test]
+fn failing_open_on_an_unreadable_header_map_still_strips_identity_headers() {
+    let config = config_with(json!({"failure_mode": "open"}));
+    let run = |refused: &[&'static str]| {
+        meshgate_tests::refuse_host_calls(refused, meshgate_tests::abi::Status::InternalFailure);
+        let r = scenario_on(config.clone())
+            .request(|r| r.path("/api/x").header("x-user-id", "attacker").header("X-User-Roles", "admin"))
+            .run();
+        meshgate_tests::refuse_host_calls(&[], meshgate_tests::abi::Status::Ok);
+        r
+    };
+    let r = run(&["proxy_get_header_map_pairs"]);
+    let h = r.allowed();
+    assert!(!h.contains("x-user-id") && !h.contains("x-user-roles"), "spoofed identity went upstream: {h:?}");
+    let r = run(&["proxy_get_header_map_pairs", "proxy_remove_header_map_value"]);
+    assert_denied(&r, 503, "unavailable");
+}
+
 #[test]
 fn repeated_spoofed_headers_are_all_removed() {
     let r = get("/health", &[("x-user-id", "a"), ("x-user-id", "b"), ("X-User-Id", "c")]);
