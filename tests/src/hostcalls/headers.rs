@@ -3,19 +3,17 @@
 
 use wasmtime::{Linker, Result, bail};
 
-use super::{named, refusal};
+use super::{named, named_unless_refused};
 use crate::abi::{BufferType, MapType, Status, deserialize_map, serialize_map};
 use crate::memory::{Ctx, read, read_string, return_bytes};
 use crate::state::{Headers, VmState};
 
 pub(super) fn add(l: &mut Linker<VmState>) -> Result<()> {
     l.func_wrap("env", "proxy_get_header_map_pairs", |mut c: Ctx<'_>, map: u32, op: u32, os: u32| {
-        let r = refusal("proxy_get_header_map_pairs").map_or_else(|| get_pairs(&mut c, map, op, os), Ok);
-        named("proxy_get_header_map_pairs", r)
+        named_unless_refused("proxy_get_header_map_pairs", || get_pairs(&mut c, map, op, os))
     })?;
     l.func_wrap("env", "proxy_set_header_map_pairs", |mut c: Ctx<'_>, map: u32, p: u32, n: u32| {
-        let r = refusal("proxy_set_header_map_pairs").map_or_else(|| set_pairs(&mut c, map, p, n), Ok);
-        named("proxy_set_header_map_pairs", r)
+        named_unless_refused("proxy_set_header_map_pairs", || set_pairs(&mut c, map, p, n))
     })?;
     l.func_wrap(
         "env",
@@ -28,24 +26,20 @@ pub(super) fn add(l: &mut Linker<VmState>) -> Result<()> {
         "env",
         "proxy_add_header_map_value",
         |mut c: Ctx<'_>, map: u32, kp: u32, kn: u32, vp: u32, vn: u32| {
-            let r = refusal("proxy_add_header_map_value")
-                .map_or_else(|| edit(&mut c, map, kp, kn, Some((vp, vn)), Edit::Add), Ok);
-            named("proxy_add_header_map_value", r)
+            named_unless_refused("proxy_add_header_map_value", || edit(&mut c, map, kp, kn, Some((vp, vn)), Edit::Add))
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_replace_header_map_value",
         |mut c: Ctx<'_>, map: u32, kp: u32, kn: u32, vp: u32, vn: u32| {
-            let r = refusal("proxy_replace_header_map_value")
-                .map_or_else(|| edit(&mut c, map, kp, kn, Some((vp, vn)), Edit::Replace), Ok);
-            named("proxy_replace_header_map_value", r)
+            named_unless_refused("proxy_replace_header_map_value", || {
+                edit(&mut c, map, kp, kn, Some((vp, vn)), Edit::Replace)
+            })
         },
     )?;
     l.func_wrap("env", "proxy_remove_header_map_value", |mut c: Ctx<'_>, map: u32, kp: u32, kn: u32| {
-        let r =
-            refusal("proxy_remove_header_map_value").map_or_else(|| edit(&mut c, map, kp, kn, None, Edit::Remove), Ok);
-        named("proxy_remove_header_map_value", r)
+        named_unless_refused("proxy_remove_header_map_value", || edit(&mut c, map, kp, kn, None, Edit::Remove))
     })?;
     l.func_wrap(
         "env",

@@ -48,9 +48,11 @@ pub fn refuse_host_calls(names: &[&'static str], status: Status) {
     REFUSED.with(|r| *r.borrow_mut() = names.iter().map(|&n| (n, status)).collect());
 }
 
-/// The status a refused call answers on this thread, if it is refused.
-pub(crate) fn refusal(name: &str) -> Option<Status> {
-    REFUSED.with(|r| r.borrow().get(name).copied())
+/// [`named`], unless `name` is refused on this thread (see [`refuse_host_calls`]): then
+/// `work` does not run and the call answers the refusal's status.
+pub(crate) fn named_unless_refused(name: &'static str, work: impl FnOnce() -> Result<Status>) -> Result<u32> {
+    let refused = REFUSED.with(|r| r.borrow().get(name).copied());
+    named(name, refused.map_or_else(work, Ok))
 }
 
 /// Counts one call of `name` on this thread.
