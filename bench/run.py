@@ -712,9 +712,10 @@ def classify_samples(script: str) -> dict[str, int]:
     return counts
 
 
-def run_profiled(perf: str, v: Variant, a: argparse.Namespace, workdir: Path) -> dict:
+def run_profiled(perf: str, v: Variant, a: argparse.Namespace, workdir: Path) -> dict | None:
     """One wrk run of `--duration` with `perf record` sampling the Envoy process: Envoy CPU
-    µs per request by part (classify_samples), while perf adds its own overhead."""
+    µs per request by part (classify_samples), while perf adds its own overhead. None when
+    perf recorded nothing (it could not attach, or its data did not read back)."""
     data = workdir / f"{v.name}.perf"
     rec = subprocess.Popen([perf, "record", "-q", "-e", "cpu-clock", "-F", str(PERF_FREQ), "--call-graph",
                             "dwarf,8192", "-p", str(v.proc.pid), "-o", str(data)],
@@ -724,13 +725,19 @@ def run_profiled(perf: str, v: Variant, a: argparse.Namespace, workdir: Path) ->
         res = run_wrk(a.wrk, v, a, a.duration)
     finally:
         rec.send_signal(signal.SIGINT)
-        rec.wait(timeout=120)
+        try:
+            rec.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            rec.kill()
+            rec.wait()
     try:
         script = subprocess.run([perf, "script", "-i", str(data), "-F", "ip,dso"], capture_output=True, text=True,
                                 timeout=900).stdout
     finally:
         data.unlink(missing_ok=True)
     counts = classify_samples(script)
+    if not any(counts.values()):
+        return None
     per_sample_us = 1e6 / PERF_FREQ / max(res["requests"], 1)
     return {"ok": res["ok"], "cpu_us": res["cpu_us"], "samples": sum(counts.values()),
             **{k: n * per_sample_us for k, n in counts.items()}}
@@ -1136,6 +1143,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             v.profile = run_profiled(a.perf, v, a, workdir)
             p = v.profile
+            if p is None:
+                print(f"note: profile {v.name}: perf recorded no samples", file=sys.stderr)
+                continue
             print(f"profile {v.name:20} wasm {p['wasm']:5.1f}  host {p['host']:5.1f}  envoy {p['envoy']:5.1f}  "
                   f"kernel {p['kernel']:5.1f} µs/req ({p['samples']:,} samples)", flush=True)
 
