@@ -108,9 +108,11 @@ impl Http {
         let owned = allow.identity_headers();
         let set = || owned.iter().filter_map(|&(name, value)| Some((name, value?)));
         let set_count = set().count();
-        let present = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-        // One by one, a header we set that the client sent too is removed first.
-        let resets = set().filter(|&(name, _)| present(name)).count();
+        // Which headers we set the client sent too (one scan each): edited one
+        // by one, those are removed first.
+        let sent =
+            owned.map(|(name, value)| value.is_some() && headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)));
+        let resets = sent.iter().filter(|&&s| s).count();
         let edits = allow.remove.len() + set_count + resets + usize::from(allow.rewrite_path.is_some());
         let written = headers.len().saturating_sub(allow.remove.len()) + set_count;
         let request = MapType::HttpRequestHeaders;
@@ -135,10 +137,11 @@ impl Http {
             host_map::remove(request, name).map_err(|_| ())?;
         }
         let mut joined = Vec::new();
-        for (name, value) in set() {
+        for (&(name, value), sent) in owned.iter().zip(sent) {
+            let Some(value) = value else { continue };
             // A client's copies of a header we set go first: `replace`
             // alone might keep all but one of several.
-            if present(name) {
+            if sent {
                 host_map::remove(request, name).map_err(|_| ())?;
             }
             let bytes = match value {
