@@ -128,6 +128,44 @@ fn failing_open_on_an_unreadable_header_map_still_strips_identity_headers() {
     assert_denied(&r, 503, "unavailable");
 }
 
+/// Spellings of the headers the filter owns with `_` (`X_User_ID`, `x_uSer_roles`, …, what
+/// CGI-style upstreams read as the real ones): one among 60 ordinary headers (edited one
+/// call each) and a flood of 64 on a small request (one whole-map write). Neither way lets a
+/// spelling reach the upstream, and the real identity is there once.
+#[test]
+fn a_flood_of_underscore_spellings_is_stripped_on_both_edit_paths() {
+    let t = token_with(json!({"app_id": null, "sid": null}));
+    let bearer = format!("Bearer {t}");
+    // 16 case spellings of each of four owned names with `_` for `-`: 64 headers.
+    let spellings: Vec<String> = ["x_user_id", "x_user_roles", "x_user_scopes", "x_auth_method"]
+        .iter()
+        .flat_map(|base| {
+            (0..16u32).map(move |mask| {
+                base.chars()
+                    .enumerate()
+                    .map(|(j, c)| if mask >> (j % 4) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                    .collect()
+            })
+        })
+        .collect();
+    let ordinary: Vec<String> = (0..60).map(|i| format!("x-ordinary-{i}")).collect();
+    assert_eq!(spellings.iter().collect::<std::collections::BTreeSet<_>>().len(), 64);
+    for (spelled, ordinary_count, one_by_one) in [(1, 60, true), (spellings.len(), 0, false)] {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(spellings.iter().take(spelled).map(|n| (n.as_str(), "mallory")));
+        headers.extend(ordinary.iter().take(ordinary_count).map(|n| (n.as_str(), "v")));
+        meshgate_tests::host_calls();
+        let r = get("/api/x", &headers);
+        let calls = meshgate_tests::host_calls();
+        assert_eq!(calls.contains_key("proxy_set_header_map_pairs"), !one_by_one, "{calls:?}");
+        let h = r.allowed();
+        for name in spellings.iter().take(spelled) {
+            assert!(!h.contains(name), "{name} survived: {h:?}");
+        }
+        assert_eq!(h.get_all("x-user-id"), ["user-42"]);
+    }
+}
+
 #[test]
 fn repeated_spoofed_headers_are_all_removed() {
     let r = get("/health", &[("x-user-id", "a"), ("x-user-id", "b"), ("X-User-Id", "c")]);
